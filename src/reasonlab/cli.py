@@ -1,0 +1,44 @@
+"""The ``reasonlab`` command line: a thin typer layer over the runners.
+
+Each area registers its commands from its own ``cli`` module (imports of torch and friends stay
+inside the command functions so ``reasonlab --help`` is fast). Every runner command takes
+``--config FILE.yaml`` and repeated ``--set key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="reasonlab",
+    help="reasonlab: research on how language models learn to reason.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that define ``register(app)``; each adds its commands or sub-apps.
+COMMAND_MODULES = [
+    "reasonlab.llama.cli",
+    "reasonlab.demo",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

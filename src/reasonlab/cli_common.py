@@ -1,0 +1,32 @@
+"""Shared pieces of the CLI: the ``--config``/``--set`` options and clean error exits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+
+from reasonlab.config import ConfigError, load_config
+
+T = TypeVar("T")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file.")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: key=value (repeatable).")
+OutOpt = typer.Option(..., "--out", "-o", help="Run directory to write (resumed if it exists).")
+
+
+def build_config(cls: type[T], config: Optional[Path], sets: Optional[list[str]],
+                 base: dict[str, Any] | None = None) -> T:
+    """Load a config or exit with status 2 and a message that names the bad key or file."""
+    try:
+        return load_config(cls, config, sets or [], base=base)
+    except ConfigError as e:
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+
+
+def fail(message: str) -> None:
+    """Print an error and exit with status 2."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)

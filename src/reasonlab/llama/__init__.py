@@ -1,0 +1,1 @@
+"""The Llama 3 system: presets, tokenizer, pretraining, post-training, scaling, guard."""

@@ -1,0 +1,180 @@
+"""Run directories: config.json, metrics.jsonl, results.json, plots, checkpoints, seed.
+
+A run is a record (DESIGN.md principle 5). Everything is written atomically (temp file +
+``os.replace``) so a kill never leaves a half-written file, and a run opened again on the same
+directory with the same config resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) for reproducible runs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(o: Any) -> Any:
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent, default=_json_default, sort_keys=False)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, to_json(obj) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"file not found: {p}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed JSON in {p} line {e.lineno}: {e.msg}") from None
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSONL file; a malformed line raises naming file and line number."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    with p.open() as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"malformed JSON in {p} line {i}: {e.msg}") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{p} line {i}: expected a JSON object, got {type(rec).__name__}")
+            yield rec
+
+
+def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Write records as JSONL atomically (deterministic key order as given)."""
+    atomic_write_text(path, "".join(to_json(r, indent=None) + "\n" for r in records))
+
+
+class RunConfigMismatch(RuntimeError):
+    """A run directory exists with a different config; resume refused."""
+
+
+class Run:
+    """One run directory.
+
+    ``Run(out, config, seed)`` creates it (or resumes it when ``config.json`` already holds the
+    same config). ``log(step=..., **metrics)`` appends to metrics.jsonl; ``save_results`` writes
+    results.json; ``path('plot.png')`` and ``checkpoint_dir`` give places for artifacts.
+    """
+
+    def __init__(self, out_dir: str | Path, config: Any = None, seed: int | None = None,
+                 *, overwrite: bool = False, name: str | None = None):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else (config or {})
+        record = {"name": name, "seed": seed, "config": cfg}
+        cfg_path = self.dir / "config.json"
+        self.resumed = False
+        if cfg_path.exists() and not overwrite:
+            old = read_json(cfg_path)
+            if json.loads(to_json(old.get("config"))) != json.loads(to_json(cfg)) or old.get("seed") != seed:
+                raise RunConfigMismatch(
+                    f"run directory {self.dir} holds a different config or seed; "
+                    "use a new directory or overwrite=True"
+                )
+            self.resumed = True
+        else:
+            if overwrite:
+                for f in ("metrics.jsonl", "results.json"):
+                    (self.dir / f).unlink(missing_ok=True)
+            atomic_write_json(cfg_path, record)
+        self.seed = seed
+        self.config = config
+        self._t0 = time.time()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        d = self.dir / "checkpoints"
+        d.mkdir(exist_ok=True)
+        return d
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        """Append one line to metrics.jsonl (flushed at once so a kill loses nothing)."""
+        rec = {"step": step, "time_s": round(time.time() - self._t0, 3), **metrics}
+        with (self.dir / "metrics.jsonl").open("a") as f:
+            f.write(to_json(rec, indent=None) + "\n")
+            f.flush()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        p = self.dir / "metrics.jsonl"
+        return list(read_jsonl(p)) if p.exists() else []
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop metric lines logged after ``after_step`` (used when resuming a checkpoint)."""
+        keep = [m for m in self.metrics() if m.get("step") is None or m["step"] <= after_step]
+        write_jsonl(self.dir / "metrics.jsonl", keep)
+
+    def save_results(self, results: dict[str, Any]) -> None:
+        atomic_write_json(self.dir / "results.json", results)
+
+    def results(self) -> dict[str, Any] | None:
+        p = self.dir / "results.json"
+        return read_json(p) if p.exists() else None
