@@ -22,6 +22,7 @@ app = typer.Typer(
 
 # Modules that define ``register(app)``; each adds its commands or sub-apps.
 COMMAND_MODULES = [
+    "reasonlab.data.cli",
     "reasonlab.llama.cli",
     "reasonlab.demo",
 ]
