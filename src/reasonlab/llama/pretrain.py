@@ -1,0 +1,105 @@
+"""Pre-training a Llama 3 model from scratch on a text corpus (arXiv:2407.21783 §3).
+
+``pretrain(cfg, tokenizer, train_texts, val_texts, out_dir)`` packs the documents, builds the
+preset's ``LlamaForCausalLM``, trains it with :class:`reasonlab.llama.trainer.Trainer` and writes a
+run directory whose ``model/`` folder is a plain HF checkpoint (safetensors + tokenizer).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from transformers import LlamaForCausalLM
+
+from reasonlab.llama.configs import preset
+from reasonlab.llama.packing import Document, PackedSequences, pack_documents
+from reasonlab.llama.tokenizer import encode_document
+from reasonlab.llama.trainer import TrainConfig, Trainer, TrainState
+from reasonlab.runs import Run, seed_everything
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Pre-training: :class:`TrainConfig` with documents split across packed rows."""
+
+
+def unigram_entropy(train: PackedSequences, val: PackedSequences) -> float:
+    """Cross-entropy (nats/token) of the validation targets under the training unigram
+    distribution (add-one smoothed) — the loss a model with no context would reach."""
+    from reasonlab.llama.packing import loss_targets
+
+    tt, tm = loss_targets(train)
+    vt, vm = loss_targets(val)
+    counts = Counter(tt[tm].tolist())
+    total = sum(counts.values())
+    vocab = max(int(train.input_ids.max()), int(val.input_ids.max())) + 1
+    vals = vt[vm].tolist()
+    return -sum(math.log((counts.get(v, 0) + 1) / (total + vocab)) for v in vals) / max(1, len(vals))
+
+
+def build_model(cfg: TrainConfig, tokenizer) -> LlamaForCausalLM:
+    """A fresh preset model sized to the tokenizer (seeded), or the ``init_from`` checkpoint."""
+    if cfg.init_from:
+        path = Path(cfg.init_from)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"init_from: no HF model directory at {path}")
+        return LlamaForCausalLM.from_pretrained(str(path), local_files_only=True)
+    seed_everything(cfg.seed)
+    config = preset(cfg.preset, vocab_size=len(tokenizer), max_position_embeddings=max(cfg.seq_len, 512),
+                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(config)
+
+
+def count_non_embedding(model: torch.nn.Module) -> int:
+    emb = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - emb
+
+
+def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Document],
+                       val_docs: Sequence[Document] | None, out_dir: str | Path, *,
+                       split_documents: bool, on_step: Callable[[TrainState], None] | None = None,
+                       name: str = "pretrain") -> dict:
+    """Pack, train, save ``out_dir/model`` and ``results.json``; resumes from checkpoints."""
+    run = Run(out_dir, cfg, cfg.seed, name=name)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train = pack_documents(train_docs, cfg.seq_len, pad, split_documents=split_documents)
+    val = pack_documents(val_docs, cfg.seq_len, pad, split_documents=split_documents) if val_docs else None
+    model = build_model(cfg, tokenizer)
+    trainer = Trainer(cfg, model, train, val, run, on_step=on_step)
+    out = trainer.fit()
+    trainer.save_model(run.path("model"), tokenizer)
+    results = {
+        "val_loss": out.get("val_loss"),
+        "train_loss": out.get("loss"),
+        "steps": out["steps"],
+        "train_tokens": out["tokens_seen"],
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params_non_embedding": count_non_embedding(model),
+        "n_train_sequences": len(train),
+        "model_dir": "model",
+    }
+    if val is not None:
+        results["unigram_entropy"] = unigram_entropy(train, val)
+    if trainer.info.is_main:
+        run.save_results(results)
+    from reasonlab.llama import distributed as D
+
+    D.cleanup(trainer.info)
+    return results
+
+
+def pretrain(cfg: PretrainConfig, tokenizer, train_texts: Sequence[str], val_texts: Sequence[str] | None,
+             out_dir: str | Path, *, on_step: Callable[[TrainState], None] | None = None) -> dict:
+    """Pre-train a preset model on ``train_texts`` (one document each) and return the results."""
+    if not train_texts:
+        raise ValueError("pretrain: the training corpus is empty")
+    train_docs = [Document(encode_document(tokenizer, t)) for t in train_texts]
+    val_docs = [Document(encode_document(tokenizer, t)) for t in val_texts] if val_texts else None
+    return train_on_documents(cfg, tokenizer, train_docs, val_docs, out_dir, split_documents=True,
+                              on_step=on_step, name="pretrain")
