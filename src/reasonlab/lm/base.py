@@ -19,8 +19,9 @@ class Generation:
 
     text: str
     token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)  # per generated token (sampling dist.)
+    logprobs: list[float] = field(default_factory=list)  # per generated token, model's log p
     finish_reason: str = "length"  # "stop" (stop string/token) or "length"
+    stop_reason: str | int | None = None  # the stop string matched, or the stop token id
 
     @property
     def logprob(self) -> float:

@@ -1,0 +1,415 @@
+"""``LocalLM``: the model interface over any HF causal LM in memory (CPU or CUDA).
+
+Generation is our own decoding loop over the model with a ``DynamicCache``: prompts are left
+padded, position ids come from the attention mask (so a padded row computes exactly what it would
+alone), stop strings are checked after every step and finished rows are dropped from the batch.
+``generate_from_prefix`` encodes a shared prefix once and expands its KV cache over the samples
+(MCTS expansion). Scoring is teacher-forced with right padding.
+
+Tokenization: a text is encoded with the tokenizer's special tokens (BOS) unless it already starts
+with the BOS string (chat templates often write it). For ``score`` the prompt and
+prompt+continuation are both encoded; the continuation is every token of the joint encoding after
+the longest common prefix of the two, so a token that straddles the boundary (merges prompt and
+continuation characters) is counted as continuation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from reasonlab.device import autocast, pick_device
+from reasonlab.lm import logprobs as F
+from reasonlab.lm.base import Generation, LanguageModel, Message, ScoredContinuation
+
+log = logging.getLogger(__name__)
+
+LLAMA3_STOP_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
+
+
+@dataclass
+class AnswerProbs:
+    """Teacher-forced probabilities of candidate answers to one prompt."""
+
+    candidates: list[str]
+    logprobs: list[float]  # log p(candidate | prompt), summed over its tokens
+    num_tokens: list[int]
+    normalized: list[float]  # p renormalized over the candidates (sums to 1)
+
+    @property
+    def probs(self) -> list[float]:
+        """Raw sequence probabilities ``exp(logprob)``."""
+        return [float(torch.tensor(lp).exp()) for lp in self.logprobs]
+
+    @property
+    def mean_logprobs(self) -> list[float]:
+        """Length-normalized log-probabilities (per token)."""
+        return [lp / max(n, 1) for lp, n in zip(self.logprobs, self.num_tokens)]
+
+
+def _resolve_dtype(dtype, device: torch.device):
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if isinstance(dtype, str):
+        return getattr(torch, dtype)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+class LocalLM(LanguageModel):
+    """A HF causal LM and its tokenizer behind :class:`LanguageModel`.
+
+    ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda[:N]"``, or ``None`` to keep the
+    model where it is (e.g. sharded with ``device_map``). ``batch_size`` bounds rows per forward.
+    """
+
+    def __init__(self, model, tokenizer, device: str | torch.device | None = "auto", *,
+                 batch_size: int = 16, use_autocast: bool = True):
+        if device is not None and not getattr(model, "hf_device_map", None):
+            model = model.to(pick_device(str(device)))
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = model.get_input_embeddings().weight.device
+        self.batch_size = int(batch_size)
+        self.use_autocast = use_autocast
+        self._cache_kw = F.cache_kwarg(model)
+        import inspect
+        self._has_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.pad_token_id = int(pad)
+        self.stop_token_ids = self._find_stop_tokens()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | None = "auto", dtype=None,
+                        **kwargs) -> "LocalLM":
+        """Load a local HF directory (safetensors weights only; nothing is downloaded).
+
+        ``dtype=None``: bf16 on GPUs that support it, else float32; ``"auto"`` keeps the
+        checkpoint's dtype; or any ``torch.dtype``/name.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model directory not found: {path}")
+        dev = pick_device(str(device)) if device is not None else torch.device("cpu")
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                     use_safetensors=True,
+                                                     dtype=_resolve_dtype(dtype, dev))
+        model.eval()
+        return cls(model, tokenizer, device=device, **kwargs)
+
+    # ------------------------------------------------------------------ helpers
+    def _find_stop_tokens(self) -> set[int]:
+        ids: set[int] = set()
+        tok = self.tokenizer
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        gen_cfg = getattr(self.model, "generation_config", None)
+        eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
+        if eos is not None:
+            ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+        vocab = tok.get_vocab()
+        ids.update(int(vocab[t]) for t in LLAMA3_STOP_TOKENS if t in vocab)
+        return ids
+
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        """Token ids of ``text``; BOS is added unless the text already starts with it."""
+        if add_special_tokens is None:
+            bos = self.tokenizer.bos_token
+            add_special_tokens = not (bos and text.startswith(bos))
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False,
+                                     clean_up_tokenization_spaces=False)
+
+    @contextlib.contextmanager
+    def _inference(self):
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), autocast(self.device, self.use_autocast):
+                yield
+        finally:
+            if was_training:
+                self.model.train()
+
+    def _forward(self, ids, attn, pos, cache, last_only: bool):
+        kwargs = {"input_ids": ids, "attention_mask": attn, "position_ids": pos,
+                  "use_cache": True, self._cache_kw: cache}
+        if last_only and self._has_logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        return self.model(**kwargs).logits[:, -1]
+
+    def _left_pad(self, rows: list[list[int]]):
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r):] = torch.tensor(r)
+                attn[i, width - len(r):] = 1
+        return ids.to(self.device), attn.to(self.device)
+
+    @staticmethod
+    def _check_sampling(max_new_tokens, temperature, top_p):
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+    def _generator(self, seed: int | None):
+        if seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    @staticmethod
+    def _choose(logits, temperature: float, top_p: float, gen) -> torch.Tensor:
+        if temperature == 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        if top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            before = sorted_p.cumsum(-1) - sorted_p  # mass of strictly more likely tokens
+            sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+    @staticmethod
+    def _find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
+        best = None
+        for s in stops:
+            i = text.find(s)
+            if i >= 0 and (best is None or i < best[0]):
+                best = (i, s)
+        return best
+
+    def _decode_loop(self, cache, logits, attn, pos, *, max_new_tokens, temperature, top_p,
+                     stops, gen) -> list[Generation]:
+        """Sample from ``logits`` [B,V] onward; ``attn`` covers the cache, ``pos`` [B] is next."""
+        n = logits.shape[0]
+        rows = list(range(n))
+        ids: list[list[int]] = [[] for _ in range(n)]
+        lps: list[list[float]] = [[] for _ in range(n)]
+        out: list[Generation | None] = [None] * n
+        for step in range(max_new_tokens):
+            tok = self._choose(logits, temperature, top_p, gen)
+            tok_lp = F.gather_logprobs(logits.unsqueeze(1), tok.unsqueeze(1)).squeeze(1)
+            keep = []
+            for j, (r, t, lp) in enumerate(zip(rows, tok.tolist(), tok_lp.tolist())):
+                ids[r].append(t)
+                lps[r].append(lp)
+                if t in self.stop_token_ids:
+                    out[r] = Generation(self.decode(ids[r][:-1]), ids[r], lps[r], "stop", t)
+                    continue
+                if stops:
+                    text = self.decode(ids[r])
+                    hit = self._find_stop(text, stops)
+                    if hit is not None:
+                        out[r] = Generation(text[:hit[0]], ids[r], lps[r], "stop", hit[1])
+                        continue
+                if step == max_new_tokens - 1:
+                    out[r] = Generation(self.decode(ids[r]), ids[r], lps[r], "length")
+                    continue
+                keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                idx = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(idx)
+                attn, pos, tok = attn[idx], pos[idx], tok[idx]
+                rows = [rows[j] for j in keep]
+            attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
+            logits = self._forward(tok.unsqueeze(1), attn, pos.unsqueeze(1), cache, True)
+            pos = pos + 1
+        return [g if g is not None else Generation("", [], [], "length") for g in out]
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128,
+                 temperature: float = 0.0, top_p: float = 1.0,
+                 stop: Sequence[str] | None = None, seed: int | None = None,
+                 batch_size: int | None = None) -> list[Generation]:
+        """One continuation per prompt (greedy at ``temperature=0``), ``batch_size`` rows at a time.
+
+        Ends at a stop token (eos, Llama 3 ``<|eot_id|>``/``<|eom_id|>``/``<|end_of_text|>``) or
+        a stop string; the text ends before it. ``token_ids``/``logprobs`` keep every sampled
+        token, including a stop token and the token(s) that completed a stop string; logprobs
+        are the model's (temperature 1, no top-p), so they agree with :meth:`score`. The same
+        ``seed``, inputs and ``batch_size`` give the same samples.
+        """
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not a string")
+        self._check_sampling(max_new_tokens, temperature, top_p)
+        stops = [s for s in (stop or []) if s]
+        gen = self._generator(seed)
+        bs = batch_size or self.batch_size
+        encoded = [self.encode(p) for p in prompts]
+        if any(not e for e in encoded):
+            raise ValueError("a prompt encodes to no tokens (give a tokenizer that adds BOS)")
+        results: list[Generation] = []
+        with self._inference():
+            for start in range(0, len(encoded), bs):
+                chunk = encoded[start:start + bs]
+                if max_new_tokens == 0:
+                    results += [Generation("", [], [], "length") for _ in chunk]
+                    continue
+                ids, attn = self._left_pad(chunk)
+                pos = F.position_ids_from_mask(attn)
+                cache = F.new_cache(self.model)
+                logits = self._forward(ids, attn, pos, cache, True)
+                results += self._decode_loop(cache, logits, attn, pos[:, -1] + 1,
+                                             max_new_tokens=max_new_tokens,
+                                             temperature=temperature, top_p=top_p,
+                                             stops=stops, gen=gen)
+        return results
+
+    def generate_from_prefix(self, prefix: str, n: int, *, suffixes: Sequence[str] | None = None,
+                             max_new_tokens: int = 128, temperature: float = 0.0,
+                             top_p: float = 1.0, stop: Sequence[str] | None = None,
+                             seed: int | None = None,
+                             batch_size: int | None = None) -> list[Generation]:
+        """``n`` continuations of one shared ``prefix``, whose KV cache is computed once.
+
+        The prefix cache is copied and expanded over each chunk of ``batch_size`` rows. With
+        ``suffixes`` (``n`` strings, tokenized without special tokens and appended to the prefix's
+        tokens) row ``i`` continues ``prefix + suffixes[i]``. Otherwise as :meth:`generate`.
+        """
+        self._check_sampling(max_new_tokens, temperature, top_p)
+        if suffixes is not None and len(suffixes) != n:
+            raise ValueError(f"got {len(suffixes)} suffixes for n={n}")
+        stops = [s for s in (stop or []) if s]
+        gen = self._generator(seed)
+        bs = batch_size or self.batch_size
+        prefix_ids = self.encode(prefix)
+        if not prefix_ids:
+            raise ValueError("the prefix encodes to no tokens")
+        suffix_ids = [self.encode(s, add_special_tokens=False) for s in suffixes or []]
+        p = len(prefix_ids)
+        results: list[Generation] = []
+        with self._inference():
+            ids = torch.tensor([prefix_ids], device=self.device)
+            attn = torch.ones_like(ids)
+            prefix_cache = F.new_cache(self.model)
+            prefix_logits = self._forward(ids, attn, F.position_ids_from_mask(attn),
+                                          prefix_cache, True)
+            for start in range(0, n, bs):
+                b = min(bs, n - start)
+                if max_new_tokens == 0:
+                    results += [Generation("", [], [], "length") for _ in range(b)]
+                    continue
+                cache = F.expand_cache(prefix_cache, b)
+                attn = torch.ones(b, p, dtype=torch.long, device=self.device)
+                logits = prefix_logits.expand(b, -1)
+                pos = torch.full((b,), p, dtype=torch.long, device=self.device)
+                chunk = suffix_ids[start:start + b]
+                if any(chunk):
+                    s_ids, s_attn = self._left_pad(chunk)
+                    attn = torch.cat([attn, s_attn], dim=1)
+                    s_pos = F.position_ids_from_mask(attn)[:, p:]
+                    s_logits = self._forward(s_ids, attn, s_pos, cache, True)
+                    has = s_attn[:, -1].bool().unsqueeze(1)
+                    logits = torch.where(has, s_logits, logits)
+                    pos = s_pos[:, -1] + 1  # rows without a suffix: p - 1 + 1
+                results += self._decode_loop(cache, logits, attn, pos,
+                                             max_new_tokens=max_new_tokens,
+                                             temperature=temperature, top_p=top_p,
+                                             stops=stops, gen=gen)
+        return results
+
+    def sample_steps(self, prefix: str, n: int, *, stop: Sequence[str] = ("\n",),
+                     temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64,
+                     seed: int | None = None) -> list[Generation]:
+        """``n`` sampled next reasoning steps of ``prefix`` (one line each by default)."""
+        return self.generate_from_prefix(prefix, n, stop=stop, temperature=temperature,
+                                         top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+
+    # ------------------------------------------------------------------ scoring
+    def _split(self, prompt: str, continuation: str) -> tuple[list[int], int]:
+        p_ids = self.encode(prompt)
+        full = self.encode(prompt + continuation)
+        k = 0
+        while k < min(len(p_ids), len(full)) and p_ids[k] == full[k]:
+            k += 1
+        if k == 0:
+            raise ValueError("the prompt must encode to at least one token to score a "
+                             "continuation (give a non-empty prompt or a tokenizer that adds BOS)")
+        return full, k
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str], *,
+              batch_size: int | None = None) -> list[ScoredContinuation]:
+        """Teacher-forced ``log p(token | prefix)`` of each continuation token (right padding)."""
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        splits = [self._split(p, c) for p, c in zip(prompts, continuations)]
+        bs = batch_size or self.batch_size
+        out: list[ScoredContinuation] = []
+        with self._inference():
+            for start in range(0, len(splits), bs):
+                chunk = splits[start:start + bs]
+                width = max(len(f) for f, _ in chunk)
+                ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
+                attn = torch.zeros((len(chunk), width), dtype=torch.long)
+                for i, (f, _) in enumerate(chunk):
+                    ids[i, :len(f)] = torch.tensor(f)
+                    attn[i, :len(f)] = 1
+                ids, attn = ids.to(self.device), attn.to(self.device)
+                lp = F.token_logprobs(F.forward_logits(self.model, ids, attn), ids).cpu()
+                for i, (f, k) in enumerate(chunk):
+                    vals = lp[i, k:len(f)].tolist()
+                    out.append(ScoredContinuation(list(f[k:]), vals, [True] * len(vals)))
+        return out
+
+    def answer_probs(self, prompt: str, candidates: Sequence[str]) -> AnswerProbs:
+        """``p(candidate | prompt)`` for each candidate, raw and normalized over the candidates."""
+        if not candidates:
+            raise ValueError("no candidates")
+        scored = self.score([prompt] * len(candidates), list(candidates))
+        lps = torch.tensor([s.total for s in scored], dtype=torch.float64)
+        norm = torch.softmax(lps, dim=0).tolist()
+        return AnswerProbs(list(candidates), lps.tolist(), [s.num_tokens for s in scored], norm)
+
+    # ------------------------------------------------------------------ chat
+    def apply_chat_template(self, messages: Sequence[Message],
+                            add_generation_prompt: bool = True) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this tokenizer has no chat template; set tokenizer.chat_template "
+                             "or use generate() with plain prompts")
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    # ------------------------------------------------------------------ gradients (GCG, DPO)
+    @property
+    def embedding_matrix(self) -> torch.Tensor:
+        """The input embedding weight ``[V, D]``."""
+        return self.model.get_input_embeddings().weight
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of ``input_ids`` (differentiable w.r.t. the embedding weight)."""
+        return self.model.get_input_embeddings()(input_ids.to(self.device))
+
+    def batched_target_loss(self, input_ids: torch.Tensor, target: slice | torch.Tensor, *,
+                            attention_mask: torch.Tensor | None = None,
+                            prefix_ids: torch.Tensor | None = None,
+                            batch_size: int | None = None) -> torch.Tensor:
+        """Per-row mean CE of the target tokens; see :func:`logprobs.batched_target_loss`."""
+        with autocast(self.device, self.use_autocast):
+            return F.batched_target_loss(self.model, input_ids, target,
+                                         attention_mask=attention_mask, prefix_ids=prefix_ids,
+                                         batch_size=batch_size or 8 * self.batch_size)
+
+    def onehot_grad(self, input_ids: torch.Tensor, positions: slice, target: slice
+                    ) -> tuple[torch.Tensor, float]:
+        """Gradient of the target loss w.r.t. the one-hot of ``positions``; see ``logprobs``."""
+        return F.onehot_grad(self.model, input_ids, positions, target)

@@ -1,0 +1,199 @@
+"""Model-side tensor functions: teacher-forced log-probabilities, target losses, one-hot gradients.
+
+Pure functions of a HF causal LM and token tensors, usable with gradients on (DPO, GCG) or inside
+``torch.inference_mode()``. Conventions shared by every function here:
+
+* per-token tensors are aligned with ``input_ids``: ``out[:, t] = log p(x_t | x_<t)``; position 0
+  has no context and is never scored (its entry is 0 and masks at position 0 are ignored);
+* masks are ``[B, T]`` booleans over input positions (the tokens being predicted);
+* position ids come from the attention mask, so left and right padding both give the positions an
+  unpadded sequence would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, ... counting only attended tokens (padding gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def cache_kwarg(model) -> str:
+    """The name ``model.forward`` takes the KV cache under (``cache`` in new transformers)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def new_cache(model):
+    """An empty ``DynamicCache`` for ``model`` (config-aware where the installed version allows)."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+def expand_cache(cache, n: int):
+    """A copy of a batch-1 cache repeated ``n`` times along the batch (the original is untouched)."""
+    out = copy.deepcopy(cache)
+    if n != 1:
+        out.batch_repeat_interleave(n)
+    return out
+
+
+def gather_logprobs(pred_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(pred_logits)[..., targets]`` in float32 (or float64); ``[B,T,V]``, ``[B,T]``."""
+    logits = pred_logits if pred_logits.dtype == torch.float64 else pred_logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` with ``out[:, t] = log p(x_t | x_<t)`` from full-sequence logits; ``out[:, 0] = 0``."""
+    lp = gather_logprobs(logits[:, :-1], input_ids[:, 1:])
+    return F.pad(lp, (1, 0))
+
+
+def forward_logits(model, input_ids: torch.Tensor | None = None,
+                   attention_mask: torch.Tensor | None = None, *,
+                   inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Full-sequence logits with positions taken from the attention mask (any padding side)."""
+    ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
+    if attention_mask is None:
+        attention_mask = torch.ones(ref.shape, dtype=torch.long, device=ref.device)
+    out = model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+    return out.logits
+
+
+def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      labels_mask: torch.Tensor, *, average: bool = False) -> torch.Tensor:
+    """Per-sequence sum (or mean with ``average``) of log p over the tokens in ``labels_mask``.
+
+    Differentiable (the DPO building block). ``labels_mask[b, t]`` marks input token ``t`` as
+    scored; padding and position 0 are excluded whatever the mask says.
+    """
+    logits = forward_logits(model, input_ids, attention_mask)
+    lp = token_logprobs(logits, input_ids)
+    mask = labels_mask.bool() & attention_mask.bool()
+    mask[:, 0] = False
+    total = (lp * mask).sum(-1)
+    if average:
+        total = total / mask.sum(-1).clamp(min=1)
+    return total
+
+
+def _target_mask(target, input_ids: torch.Tensor) -> torch.Tensor:
+    if isinstance(target, slice):
+        mask = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        mask[:, target] = True
+        return mask
+    return target.to(input_ids.device).bool()
+
+
+def _masked_mean_ce(lp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return -(lp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def batched_target_loss(model, input_ids: torch.Tensor, target: slice | torch.Tensor, *,
+                        attention_mask: torch.Tensor | None = None,
+                        prefix_ids: torch.Tensor | None = None,
+                        batch_size: int = 128) -> torch.Tensor:
+    """Mean cross-entropy of the target tokens of each row of ``input_ids`` ``[B, T]`` -> ``[B]``.
+
+    ``target`` is a slice of input positions shared by all rows or a ``[B, T]`` boolean mask.
+    With ``prefix_ids`` (``[P]``, shared tokens that precede every row) the prefix's KV cache is
+    computed once and reused for every chunk; target positions still index ``input_ids`` and
+    position 0 is then scorable. Rows are processed ``batch_size`` at a time; on a CUDA
+    out-of-memory error the chunk is halved and retried. No gradients.
+    """
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    mask = _target_mask(target, input_ids)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    attention_mask = attention_mask.to(device)
+    losses = torch.empty(input_ids.shape[0], dtype=torch.float32, device=device)
+    with torch.inference_mode():
+        prefix_cache = prefix_last = None
+        if prefix_ids is not None:
+            prefix_ids = prefix_ids.to(device).view(1, -1)
+            prefix_cache = new_cache(model)
+            out = model(input_ids=prefix_ids, use_cache=True, **{cache_kwarg(model): prefix_cache})
+            prefix_last = out.logits[:, -1:]
+        start, size = 0, max(1, batch_size)
+        while start < input_ids.shape[0]:
+            stop = min(start + size, input_ids.shape[0])
+            try:
+                losses[start:stop] = _chunk_loss(model, input_ids[start:stop], mask[start:stop],
+                                                 attention_mask[start:stop], prefix_cache,
+                                                 prefix_last)
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                size //= 2
+                log.warning("out of memory; retrying with chunks of %d", size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            start = stop
+    return losses
+
+
+def _chunk_loss(model, ids, mask, attn, prefix_cache, prefix_last) -> torch.Tensor:
+    if prefix_cache is None:
+        logits = forward_logits(model, ids, attn)
+        lp = token_logprobs(logits, ids)
+        mask = mask & attn.bool()
+        mask[:, 0] = False
+        return _masked_mean_ce(lp, mask)
+    b, t = ids.shape
+    p = prefix_cache.get_seq_length()
+    cache = expand_cache(prefix_cache, b)
+    full_attn = torch.cat([torch.ones(b, p, dtype=attn.dtype, device=attn.device), attn], dim=1)
+    pos = position_ids_from_mask(full_attn)[:, p:]
+    logits = model(input_ids=ids, attention_mask=full_attn, position_ids=pos, use_cache=True,
+                   **{cache_kwarg(model): cache}).logits
+    pred = torch.cat([prefix_last.expand(b, 1, -1), logits[:, :-1]], dim=1)
+    lp = gather_logprobs(pred, ids)
+    return _masked_mean_ce(lp, mask & attn.bool())
+
+
+def onehot_grad(model, input_ids: torch.Tensor, positions: slice, target: slice
+                ) -> tuple[torch.Tensor, float]:
+    """Gradient of the target's mean cross-entropy w.r.t. a one-hot matrix of some input tokens.
+
+    ``input_ids`` is one sequence ``[T]``; the tokens at ``positions`` are replaced by
+    ``one_hot @ W_embed`` (same values, now differentiable) and the loss is the mean CE of the
+    tokens at ``target``. Returns ``(grad [L, V], loss)``. Parameter ``.grad`` is left untouched.
+    """
+    emb_layer = model.get_input_embeddings()
+    weight = emb_layer.weight
+    ids = input_ids.to(weight.device).view(-1)
+    chosen = ids[positions]
+    one_hot = torch.zeros(chosen.numel(), weight.shape[0], dtype=weight.dtype, device=weight.device)
+    one_hot.scatter_(1, chosen.unsqueeze(1), 1.0)
+    one_hot.requires_grad_(True)
+    with torch.enable_grad():
+        embeds = emb_layer(ids.unsqueeze(0)).detach()
+        start, stop, _ = positions.indices(ids.numel())
+        embeds = torch.cat([embeds[:, :start], (one_hot @ weight).unsqueeze(0), embeds[:, stop:]],
+                           dim=1)
+        logits = forward_logits(model, inputs_embeds=embeds)
+        lp = token_logprobs(logits, ids.unsqueeze(0))
+        mask = _target_mask(target, ids.unsqueeze(0))
+        if mask[:, 0].any():
+            raise ValueError("the target cannot include position 0 (it has no context)")
+        loss = _masked_mean_ce(lp, mask)[0]
+        (grad,) = torch.autograd.grad(loss, one_hot)
+    return grad, float(loss.detach())
