@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.lm.logprobs import sequence_logprobs, token_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -243,23 +244,17 @@ def collate_pairs(pairs: Sequence[EncodedPair], *, pad_token_id: int, max_len: i
             "completion_mask": completion, "loss_mask": loss_mask}
 
 
-def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``log softmax(logits)[label]`` per position, in float32 (no (B,T,V) log-softmax copy)."""
-    logits = logits.float()
-    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
-
-
 def masked_sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of the tokens where ``loss_mask`` is 1, and their count, per row.
 
     ``logits[:, t]`` predicts ``input_ids[:, t+1]``; a token counts when ``loss_mask`` is 1 at its
-    own position. Masked positions contribute exactly 0 (no gradient reaches their logits).
+    own position (position 0 never counts). Masked positions contribute exactly 0 and no gradient
+    reaches their logits.
     """
-    labels = input_ids[:, 1:]
-    mask = loss_mask[:, 1:].bool()
-    lp = token_logps(logits[:, :-1], labels.masked_fill(~mask, 0))
+    lp = token_logprobs(logits, input_ids)
+    mask = loss_mask.bool().clone()
+    mask[:, 0] = False
     lp = torch.where(mask, lp, torch.zeros_like(lp))
     return lp.sum(-1), mask.sum(-1)
 
@@ -267,8 +262,10 @@ def masked_sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_ma
 def sequence_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward ``model`` on a :func:`collate_pairs` batch: per-row (summed log-probs, token counts)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    return masked_sequence_logps(out.logits, batch["input_ids"], batch["loss_mask"])
+    mask = batch["loss_mask"].bool() & batch["attention_mask"].bool()
+    mask[:, 0] = False
+    logps = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], mask)
+    return logps, mask.sum(-1)
 
 
 class PairLogps(NamedTuple):
