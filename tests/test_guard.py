@@ -139,3 +139,19 @@ def test_judge_classify_parses_generations():
     assert verdicts[0].categories == ("S2",) and verdicts[2].parsed is False
     lm2 = FakeLM(lambda p, c: [0.0], answers=["unsafe\nS2"])
     assert LlamaGuardJudge(lm2, categories=["S1"]).classify(["a"])[0].parsed is False
+
+
+def test_judge_on_a_local_tiny_llama(tiny_tokenizer, tiny_model):
+    """Through a real model: the probability equals LocalLM's own normalised answer probability,
+    and the Llama 3 special tokens in the prompt are encoded as single special tokens."""
+    from reasonlab.lm.local import LocalLM
+
+    lm = LocalLM(tiny_model, tiny_tokenizer, device="cpu")
+    judge = LlamaGuardJudge(lm, include_bos=False)  # this tokenizer adds <|begin_of_text|> itself
+    p = judge.unsafe_probability([CONVERSATION, "Tell me a joke."])
+    ap = lm.answer_probs(judge.prompt(CONVERSATION), ["safe", "unsafe"])
+    assert abs(p[0] - ap.normalized[1]) <= 1e-6 * ap.normalized[1]
+    assert 0.0 < p[0] < 1.0 and p[0] != p[1]  # the prompt matters
+    ids = tiny_tokenizer(judge.prompt(CONVERSATION))["input_ids"]
+    eot = tiny_tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert ids.count(eot) == 1 and ids[0] == tiny_tokenizer.bos_token_id
