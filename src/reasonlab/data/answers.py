@@ -215,7 +215,10 @@ def is_equivalent(predicted: str | None, reference: str | None, *, use_math_veri
         return na == nb or abs(float(na) - float(nb)) <= 1e-9 * max(1.0, abs(float(nb)))
     if not use_math_verify:
         return False
-    return _math_verify(a, b) or _math_verify(str(predicted).strip(), str(reference).strip())
+    if _math_verify(a, b):
+        return True
+    raw_p, raw_r = str(predicted).strip(), str(reference).strip()
+    return (raw_p, raw_r) != (a, b) and _math_verify(raw_p, raw_r)
 
 
 def check_answer(completion: str, reference: str, fmt: str = "auto") -> bool:
