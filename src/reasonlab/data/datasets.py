@@ -12,6 +12,7 @@ import csv
 import itertools
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -23,11 +24,14 @@ DATA_ENV = "REASONLAB_DATA"
 
 
 def data_dir() -> Path:
-    """The data folder: ``$REASONLAB_DATA`` if set, else ``data/`` at the repository root."""
+    """The data folder: ``$REASONLAB_DATA`` if set, else ``data/`` at the repository root
+    (else ``<prefix>/share/reasonlab/data`` for an installed copy that ships it there)."""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[3] / "data"
+    repo = Path(__file__).resolve().parents[3] / "data"
+    installed = Path(sys.prefix) / "share" / "reasonlab" / "data"
+    return installed if not repo.is_dir() and installed.is_dir() else repo
 
 
 def _level(v: Any) -> int | None:
