@@ -146,3 +146,16 @@ def test_cli_writes_identical_files(tmp_path):
     assert len(probs) == 40 and probs[0].id == "sm-train-000000"
     r = runner.invoke(app, ["data", "skillmath", "--out", str(tmp_path / "c"), "--set", "n_val=-1"])
     assert r.exit_code == 2 and "n_val" in r.output
+
+
+@pytest.mark.parametrize("name", ["default", "tiny", "quick"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"skillmath_{name}.yaml"
+    cfg = load_config(SkillMathConfig, path, ["n_train=50", "n_val=5", "n_test=5",
+                                              "n_test_template=5", "n_test_pair=5"])
+    splits = generate(cfg)
+    assert len(splits["train"]) == 50
+    assert all(cfg.heldout_template not in [s["template"] for s in p.meta["steps"]]
+               for p in splits["train"])
