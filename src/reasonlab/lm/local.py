@@ -16,6 +16,7 @@ continuation characters) is counted as continuation.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,6 @@ class LocalLM(LanguageModel):
         self.batch_size = int(batch_size)
         self.use_autocast = use_autocast
         self._cache_kw = F.cache_kwarg(model)
-        import inspect
         self._has_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         pad = tokenizer.pad_token_id
         if pad is None:
@@ -200,6 +200,9 @@ class LocalLM(LanguageModel):
                      stops, gen) -> list[Generation]:
         """Sample from ``logits`` [B,V] onward; ``attn`` covers the cache, ``pos`` [B] is next."""
         n = logits.shape[0]
+        # a stop string completed by the newest token lies in the text of the last few tokens
+        # (a character spans at most 4 byte-level tokens), so only that tail is decoded per step
+        tail = 4 * max((len(s) for s in stops), default=0) + 4
         rows = list(range(n))
         ids: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
@@ -214,7 +217,7 @@ class LocalLM(LanguageModel):
                 if t in self.stop_token_ids:
                     out[r] = Generation(self.decode(ids[r][:-1]), ids[r], lps[r], "stop", t)
                     continue
-                if stops:
+                if stops and self._find_stop(self.decode(ids[r][-tail:]), stops) is not None:
                     text = self.decode(ids[r])
                     hit = self._find_stop(text, stops)
                     if hit is not None:
@@ -241,7 +244,8 @@ class LocalLM(LanguageModel):
                  temperature: float = 0.0, top_p: float = 1.0,
                  stop: Sequence[str] | None = None, seed: int | None = None,
                  batch_size: int | None = None) -> list[Generation]:
-        """One continuation per prompt (greedy at ``temperature=0``), ``batch_size`` rows at a time.
+        """One continuation per prompt (greedy at ``temperature=0``), ``batch_size`` rows at a time
+        (prompts of similar length are batched together; results keep the input order).
 
         Ends at a stop token (eos, Llama 3 ``<|eot_id|>``/``<|eom_id|>``/``<|end_of_text|>``) or
         a stop string; the text ends before it. ``token_ids``/``logprobs`` keep every sampled
@@ -258,22 +262,25 @@ class LocalLM(LanguageModel):
         encoded = [self.encode(p) for p in prompts]
         if any(not e for e in encoded):
             raise ValueError("a prompt encodes to no tokens (give a tokenizer that adds BOS)")
-        results: list[Generation] = []
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding
+        results: list[Generation | None] = [None] * len(encoded)
         with self._inference():
-            for start in range(0, len(encoded), bs):
-                chunk = encoded[start:start + bs]
+            for start in range(0, len(order), bs):
+                idx = order[start:start + bs]
                 if max_new_tokens == 0:
-                    results += [Generation("", [], [], "length") for _ in chunk]
-                    continue
-                ids, attn = self._left_pad(chunk)
-                pos = F.position_ids_from_mask(attn)
-                cache = F.new_cache(self.model)
-                logits = self._forward(ids, attn, pos, cache, True)
-                results += self._decode_loop(cache, logits, attn, pos[:, -1] + 1,
+                    gens = [Generation("", [], [], "length") for _ in idx]
+                else:
+                    ids, attn = self._left_pad([encoded[i] for i in idx])
+                    pos = F.position_ids_from_mask(attn)
+                    cache = F.new_cache(self.model)
+                    logits = self._forward(ids, attn, pos, cache, True)
+                    gens = self._decode_loop(cache, logits, attn, pos[:, -1] + 1,
                                              max_new_tokens=max_new_tokens,
                                              temperature=temperature, top_p=top_p,
                                              stops=stops, gen=gen)
-        return results
+                for i, g in zip(idx, gens):
+                    results[i] = g
+        return results  # type: ignore[return-value]
 
     def generate_from_prefix(self, prefix: str, n: int, *, suffixes: Sequence[str] | None = None,
                              max_new_tokens: int = 128, temperature: float = 0.0,
@@ -354,10 +361,12 @@ class LocalLM(LanguageModel):
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         splits = [self._split(p, c) for p, c in zip(prompts, continuations)]
         bs = batch_size or self.batch_size
-        out: list[ScoredContinuation] = []
+        order = sorted(range(len(splits)), key=lambda i: len(splits[i][0]))
+        out: list[ScoredContinuation | None] = [None] * len(splits)
         with self._inference():
-            for start in range(0, len(splits), bs):
-                chunk = splits[start:start + bs]
+            for start in range(0, len(order), bs):
+                rows = order[start:start + bs]
+                chunk = [splits[i] for i in rows]
                 width = max(len(f) for f, _ in chunk)
                 ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
                 attn = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -368,8 +377,8 @@ class LocalLM(LanguageModel):
                 lp = F.token_logprobs(F.forward_logits(self.model, ids, attn), ids).cpu()
                 for i, (f, k) in enumerate(chunk):
                     vals = lp[i, k:len(f)].tolist()
-                    out.append(ScoredContinuation(list(f[k:]), vals, [True] * len(vals)))
-        return out
+                    out[rows[i]] = ScoredContinuation(list(f[k:]), vals, [True] * len(vals))
+        return out  # type: ignore[return-value]
 
     def answer_probs(self, prompt: str, candidates: Sequence[str]) -> AnswerProbs:
         """``p(candidate | prompt)`` for each candidate, raw and normalized over the candidates."""

@@ -87,7 +87,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     lp = token_logprobs(logits, input_ids)
     mask = labels_mask.bool() & attention_mask.bool()
     mask[:, 0] = False
-    total = (lp * mask).sum(-1)
+    total = torch.where(mask, lp, torch.zeros_like(lp)).sum(-1)  # no NaN from masked -inf
     if average:
         total = total / mask.sum(-1).clamp(min=1)
     return total
@@ -102,7 +102,7 @@ def _target_mask(target, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_mean_ce(lp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return -(lp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return -torch.where(mask, lp, torch.zeros_like(lp)).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
 def batched_target_loss(model, input_ids: torch.Tensor, target: slice | torch.Tensor, *,
