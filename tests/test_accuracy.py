@@ -141,3 +141,13 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="prompt_format"):
         load_config(AccuracyConfig, None, ["prompt_format=xml"])
     assert load_config(AccuracyConfig, None, ["k=4", "temperature=0.8"]).k == 4
+
+
+def test_score_cuts_a_runaway_next_question(problems):
+    from reasonlab.evals.accuracy import score_problem
+
+    p = problems[0]
+    text = f"{p.solution}\nQ: What is 1 + 1?\nA: 1 + 1 = 2\nThe answer is 2."
+    rec = score_problem(p, [text, "The answer is 99999."])
+    assert rec["answers"] == [p.answer, "99999"] and rec["correct"] == [True, False]
+    assert rec["pass"] and rec["n_correct"] == 1

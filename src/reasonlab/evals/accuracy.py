@@ -131,8 +131,10 @@ def make_prompt(model: Any, problem: Problem, prompt_format: str = "qa") -> str:
 
 
 def score_problem(problem: Problem, completions: Sequence[str], answer_format: str = "auto") -> dict[str, Any]:
-    """One per-problem record: extracted answers, per-sample correctness, pass@k, maj@k."""
-    answers = [extract_answer(c, answer_format) for c in completions]
+    """One per-problem record: extracted answers, per-sample correctness, pass@k, maj@k.
+
+    A completion is cut at ``\nQ:`` first (a model that runs on into a new question)."""
+    answers = [extract_answer(c.split("\nQ:", 1)[0], answer_format) for c in completions]
     correct = [is_equivalent(a, problem.answer) for a in answers]
     maj = majority_answer(answers)
     return {
