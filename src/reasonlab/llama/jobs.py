@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +69,14 @@ def get_tokenizer(spec: TokenizerSpec, texts: list[str], out_dir: Path):
     tok_dir = out_dir / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():  # resume: keep the tokenizer trained before
         return load_tokenizer(tok_dir)
-    return train_tokenizer(texts, vocab_size=spec.vocab_size, digits=spec.digits, out_dir=tok_dir)
+    # Deterministic, so every torchrun rank trains the same one; rank 0 saves it atomically.
+    tok = train_tokenizer(texts, vocab_size=spec.vocab_size, digits=spec.digits)
+    if int(os.environ.get("RANK", "0")) == 0:
+        tmp = out_dir / ".tokenizer.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tok.save_pretrained(str(tmp))
+        tmp.rename(tok_dir)
+    return tok
 
 
 def run_pretrain_job(job: PretrainJob, out: str | Path) -> dict:
