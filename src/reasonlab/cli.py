@@ -24,6 +24,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "reasonlab.data.cli",
     "reasonlab.llama.cli",
+    "reasonlab.llama.scaling_cli",
     "reasonlab.demo",
 ]
 

@@ -17,6 +17,7 @@ and writes ``results.json`` and ``isoflops.png`` into the run directory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -266,6 +267,7 @@ class ScalingConfig:
         check_range("predict_budget", self.predict_budget, 0.0, None, lo_open=True)
 
 
+@functools.lru_cache(maxsize=None)
 def size_params(name: str, vocab_size: int, param_count: str) -> int:
     """N of a preset at ``vocab_size``: all parameters, or without the (untied) embeddings."""
     from reasonlab.llama.configs import count_parameters, preset
