@@ -69,14 +69,16 @@ def prefix_of(tokenizer, n_tokens: int) -> str:
     return text
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Best of ``repeats`` wall times (the least disturbed by other load on a shared machine)."""
-    times, out = [], None
+def timed(fn, repeats: int) -> tuple[float, float, object]:
+    """Best of ``repeats`` (wall seconds, process CPU seconds): the runs least disturbed by other
+    load on a shared machine. CPU time is the steadier figure there (one torch thread)."""
+    walls, cpus, out = [], [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus), out
 
 
 def main() -> None:
@@ -90,14 +92,14 @@ def main() -> None:
 
     preset_name = args.preset or ("tiny-2m" if args.quick else "tiny-10m")
     prefix_lens = [64, 256, 512] if args.quick else [128, 512, 1024, 2048]
-    n, new_tokens, repeats = (16, 16, 3) if args.quick else (32, 32, 5)
+    n, new_tokens, repeats = (16, 16, 5) if args.quick else (32, 32, 5)
     seed_everything(args.seed)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, preset_name, max_positions=max(prefix_lens) + new_tokens + 64)
     device = pick_device(args.device)
     lm = LocalLM(model, tokenizer, device=str(device), batch_size=n)
     if device.type == "cpu":
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(1)
 
     rows = []
     for plen in prefix_lens:
@@ -105,28 +107,34 @@ def main() -> None:
         p = len(lm.encode(prefix))
         kw = dict(max_new_tokens=new_tokens, temperature=0.0)
         lm.generate_from_prefix(prefix, 2, max_new_tokens=2)  # warm-up
-        t_naive, g_naive = timed(lambda: lm.generate([prefix] * n, **kw), repeats)
-        t_shared, g_shared = timed(lambda: lm.generate_from_prefix(prefix, n, **kw), repeats)
+        lm.reset_counters()
+        t_naive, cpu_naive, g_naive = timed(lambda: lm.generate([prefix] * n, **kw), repeats)
+        c_naive = lm.reset_counters()
+        t_shared, cpu_shared, g_shared = timed(lambda: lm.generate_from_prefix(prefix, n, **kw),
+                                               repeats)
+        c_shared = lm.reset_counters()
         same = [g.token_ids for g in g_naive] == [g.token_ids for g in g_shared]
         rows.append({
             "prefix_tokens": p, "n_samples": n, "new_tokens": new_tokens,
             "naive_s": round(t_naive, 4), "shared_s": round(t_shared, 4),
             "speedup": round(t_naive / t_shared, 2),
-            # tokens pushed through the model: prefill + one per decoded token per row
-            "naive_forward_tokens": n * p + n * (new_tokens - 1),
-            "shared_forward_tokens": p + n * (new_tokens - 1),
+            "naive_cpu_s": round(cpu_naive, 4), "shared_cpu_s": round(cpu_shared, 4),
+            "speedup_cpu": round(cpu_naive / cpu_shared, 2),
+            # input positions pushed through the model per call (LocalLM.counters)
+            "naive_forward_tokens": c_naive["forward_tokens"] // repeats,
+            "shared_forward_tokens": c_shared["forward_tokens"] // repeats,
             "generated_tokens_per_s_naive": round(n * new_tokens / t_naive, 1),
             "generated_tokens_per_s_shared": round(n * new_tokens / t_shared, 1),
             "greedy_outputs_identical": same,
         })
 
-    print(f"{'prefix':>7} {'n':>3} {'new':>4} {'naive s':>9} {'shared s':>9} {'speedup':>8} "
-          f"{'fwd tok naive':>14} {'fwd tok shared':>15} {'same':>5}")
+    print(f"{'prefix':>7} {'n':>3} {'new':>4} {'naive s':>8} {'shared s':>9} {'speedup':>8} "
+          f"{'cpu speedup':>12} {'fwd tok naive':>14} {'fwd tok shared':>15} {'same':>5}")
     for r in rows:
         print(f"{r['prefix_tokens']:>7} {r['n_samples']:>3} {r['new_tokens']:>4} "
-              f"{r['naive_s']:>9.3f} {r['shared_s']:>9.3f} {r['speedup']:>7.2f}x "
-              f"{r['naive_forward_tokens']:>14} {r['shared_forward_tokens']:>15} "
-              f"{str(r['greedy_outputs_identical']):>5}")
+              f"{r['naive_s']:>8.3f} {r['shared_s']:>9.3f} {r['speedup']:>7.2f}x "
+              f"{r['speedup_cpu']:>11.2f}x {r['naive_forward_tokens']:>14} "
+              f"{r['shared_forward_tokens']:>15} {str(r['greedy_outputs_identical']):>5}")
     result = {
         "benchmark": "prefix_cache",
         "quick": args.quick,
@@ -134,7 +142,7 @@ def main() -> None:
                   "vocab_size": len(tokenizer), "weights": "random"},
         "rows": rows,
         "seeds": [args.seed],
-        "timing": f"best of {repeats} runs, wall seconds",
+        "timing": f"best of {repeats} runs; wall and process CPU seconds",
         "machine": {"device": str(device), "cpu_cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "platform": platform.platform()},

@@ -13,6 +13,15 @@ from reasonlab.lm.local import LocalLM
 PROMPTS = ["Tom has", "The answer is 7 and the quick brown fox", "A train", "Hello world! Step 1:"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; several threads crawl on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def lm(tiny_model, tiny_tokenizer):
     return LocalLM(tiny_model, tiny_tokenizer, device="cpu", batch_size=4)
@@ -156,6 +165,20 @@ def test_prefix_greedy_equals_generate(lm):
         assert g.logprobs == pytest.approx(plain.logprobs, abs=1e-5)
 
 
+def test_prefix_reuse_forward_token_counts(lm):
+    prefix = "Mia reads 12 pages a day for 5 days."
+    p = len(lm.encode(prefix))
+    lm.reset_counters()
+    lm.generate([prefix] * 6, max_new_tokens=5, batch_size=6)
+    naive = lm.reset_counters()
+    lm.generate_from_prefix(prefix, 6, max_new_tokens=5, batch_size=6)
+    shared = lm.reset_counters()
+    assert naive["forward_tokens"] == 6 * p + 6 * 4
+    assert shared["forward_tokens"] == p + 6 * 4
+    assert naive["generated_tokens"] == shared["generated_tokens"] == 30
+    assert lm.counters["forward_tokens"] == 0
+
+
 def test_prefix_with_suffixes_matches_naive(lm, tiny_model):
     prefix, suffixes = "Tom has 3 apples.", [" Step 1:", "", " The answer is"]
     gens = lm.generate_from_prefix(prefix, 3, suffixes=suffixes, max_new_tokens=8)
@@ -260,6 +283,23 @@ def test_batched_target_loss(lm, tiny_model):
     assert torch.allclose(plain, cached, atol=1e-5)
     t0 = lm.batched_target_loss(ids, slice(0, 4), prefix_ids=prefix)  # position 0 is scorable
     assert torch.allclose(t0, lm.batched_target_loss(full, slice(5, 9)), atol=1e-5)
+
+
+def test_batched_target_loss_halves_chunks_on_oom(lm, monkeypatch):
+    ids = torch.randint(3, 300, (5, 8), generator=torch.Generator().manual_seed(2))
+    want = lm.batched_target_loss(ids, slice(4, 8), batch_size=8)
+    real, sizes = F._chunk_loss, []
+
+    def small_memory(model, chunk, *args):
+        sizes.append(chunk.shape[0])
+        if chunk.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(model, chunk, *args)
+
+    monkeypatch.setattr(F, "_chunk_loss", small_memory)
+    got = lm.batched_target_loss(ids, slice(4, 8), batch_size=8)
+    assert sizes == [5, 4, 2, 2, 1]
+    assert torch.allclose(got, want, atol=1e-6)
 
 
 def test_onehot_grad_matches_embedding_grad_and_finite_differences(lm, tiny_model):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -45,7 +46,7 @@ class AnswerProbs:
     @property
     def probs(self) -> list[float]:
         """Raw sequence probabilities ``exp(logprob)``."""
-        return [float(torch.tensor(lp).exp()) for lp in self.logprobs]
+        return [math.exp(lp) for lp in self.logprobs]
 
     @property
     def mean_logprobs(self) -> list[float]:
@@ -86,6 +87,14 @@ class LocalLM(LanguageModel):
             pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_token_id = int(pad)
         self.stop_token_ids = self._find_stop_tokens()
+        self.counters = {"forward_calls": 0, "forward_tokens": 0, "generated_tokens": 0}
+
+    def reset_counters(self) -> dict[str, int]:
+        """Return the cost counters and zero them. ``forward_tokens`` counts every input position
+        pushed through the model (padding included); ``generated_tokens`` every sampled token."""
+        old = dict(self.counters)
+        self.counters = {k: 0 for k in self.counters}
+        return old
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = "auto", dtype=None,
@@ -144,7 +153,12 @@ class LocalLM(LanguageModel):
             if was_training:
                 self.model.train()
 
+    def _count(self, ids: torch.Tensor) -> None:
+        self.counters["forward_calls"] += 1
+        self.counters["forward_tokens"] += int(ids.numel())
+
     def _forward(self, ids, attn, pos, cache, last_only: bool):
+        self._count(ids)
         kwargs = {"input_ids": ids, "attention_mask": attn, "position_ids": pos,
                   "use_cache": True, self._cache_kw: cache}
         if last_only and self._has_logits_to_keep:
@@ -200,9 +214,12 @@ class LocalLM(LanguageModel):
                      stops, gen) -> list[Generation]:
         """Sample from ``logits`` [B,V] onward; ``attn`` covers the cache, ``pos`` [B] is next."""
         n = logits.shape[0]
-        # a stop string completed by the newest token lies in the text of the last few tokens
-        # (a character spans at most 4 byte-level tokens), so only that tail is decoded per step
+        # A stop string completed by the newest token lies in the text of the last few tokens
+        # (a character spans at most 4 byte tokens), so a decoded tail is a cheap pre-check; keys
+        # drop leading whitespace, which some decoders strip from the first token of a text.
         tail = 4 * max((len(s) for s in stops), default=0) + 4
+        keys = [s.lstrip() for s in stops]
+        precheck = all(keys)
         rows = list(range(n))
         ids: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
@@ -210,6 +227,7 @@ class LocalLM(LanguageModel):
         for step in range(max_new_tokens):
             tok = self._choose(logits, temperature, top_p, gen)
             tok_lp = F.gather_logprobs(logits.unsqueeze(1), tok.unsqueeze(1)).squeeze(1)
+            self.counters["generated_tokens"] += len(rows)
             keep = []
             for j, (r, t, lp) in enumerate(zip(rows, tok.tolist(), tok_lp.tolist())):
                 ids[r].append(t)
@@ -217,7 +235,8 @@ class LocalLM(LanguageModel):
                 if t in self.stop_token_ids:
                     out[r] = Generation(self.decode(ids[r][:-1]), ids[r], lps[r], "stop", t)
                     continue
-                if stops and self._find_stop(self.decode(ids[r][-tail:]), stops) is not None:
+                if stops and (not precheck or
+                              self._find_stop(self.decode(ids[r][-tail:]), keys) is not None):
                     text = self.decode(ids[r])
                     hit = self._find_stop(text, stops)
                     if hit is not None:
@@ -374,6 +393,7 @@ class LocalLM(LanguageModel):
                     ids[i, :len(f)] = torch.tensor(f)
                     attn[i, :len(f)] = 1
                 ids, attn = ids.to(self.device), attn.to(self.device)
+                self._count(ids)
                 lp = F.token_logprobs(F.forward_logits(self.model, ids, attn), ids).cpu()
                 for i, (f, k) in enumerate(chunk):
                     vals = lp[i, k:len(f)].tolist()
@@ -417,6 +437,13 @@ class LocalLM(LanguageModel):
             return F.batched_target_loss(self.model, input_ids, target,
                                          attention_mask=attention_mask, prefix_ids=prefix_ids,
                                          batch_size=batch_size or 8 * self.batch_size)
+
+    def sequence_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          labels_mask: torch.Tensor, *, average: bool = False) -> torch.Tensor:
+        """Differentiable per-sequence log-probabilities; see :func:`logprobs.sequence_logprobs`."""
+        return F.sequence_logprobs(self.model, input_ids.to(self.device),
+                                   attention_mask.to(self.device), labels_mask.to(self.device),
+                                   average=average)
 
     def onehot_grad(self, input_ids: torch.Tensor, positions: slice, target: slice
                     ) -> tuple[torch.Tensor, float]:

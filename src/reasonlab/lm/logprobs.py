@@ -138,7 +138,7 @@ def batched_target_loss(model, input_ids: torch.Tensor, target: slice | torch.Te
                 losses[start:stop] = _chunk_loss(model, input_ids[start:stop], mask[start:stop],
                                                  attention_mask[start:stop], prefix_cache,
                                                  prefix_last)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
                 size //= 2
