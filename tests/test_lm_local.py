@@ -340,7 +340,8 @@ def test_chat_template(lm, tiny_tokenizer):
     ids = lm.encode(text)
     assert ids.count(tiny_tokenizer.bos_token_id) == 1 and ids[0] == tiny_tokenizer.bos_token_id
     replies = lm.chat([msgs, msgs], max_new_tokens=5)
-    assert [r.token_ids for r in replies] == [lm.generate([text], max_new_tokens=5)[0].token_ids] * 2
+    direct = lm.generate([text], max_new_tokens=5)[0].token_ids
+    assert [r.token_ids for r in replies] == [direct, direct]
     bare = copy.copy(tiny_tokenizer)
     bare.chat_template = None
     with pytest.raises(ValueError, match="no chat template"):

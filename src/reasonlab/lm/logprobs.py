@@ -44,7 +44,7 @@ def new_cache(model):
 
 
 def expand_cache(cache, n: int):
-    """A copy of a batch-1 cache repeated ``n`` times along the batch (the original is untouched)."""
+    """A copy of a batch-1 cache repeated ``n`` times along the batch (the original untouched)."""
     out = copy.deepcopy(cache)
     if n != 1:
         out.batch_repeat_interleave(n)
@@ -52,14 +52,14 @@ def expand_cache(cache, n: int):
 
 
 def gather_logprobs(pred_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(pred_logits)[..., targets]`` in float32 (or float64); ``[B,T,V]``, ``[B,T]``."""
+    """``log_softmax(pred_logits)[..., targets]`` in float32 (float64 kept): [B,T,V] -> [B,T]."""
     logits = pred_logits if pred_logits.dtype == torch.float64 else pred_logits.float()
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """``[B, T]`` with ``out[:, t] = log p(x_t | x_<t)`` from full-sequence logits; ``out[:, 0] = 0``."""
+    """``out[:, t] = log p(x_t | x_<t)`` ``[B, T]`` from full-sequence logits; ``out[:, 0] = 0``."""
     lp = gather_logprobs(logits[:, :-1], input_ids[:, 1:])
     return F.pad(lp, (1, 0))
 
