@@ -25,7 +25,7 @@ class TokenizerSpec:
 
     def __post_init__(self) -> None:
         check_choice("tokenizer.digits", self.digits, DIGIT_MODES)
-        check_range("tokenizer.vocab_size", self.vocab_size, 267)
+        check_range("tokenizer.vocab_size", self.vocab_size, 272)
 
 
 @dataclass
