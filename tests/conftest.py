@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Under ``pytest -n 2`` each worker gets one core: two torch threads per worker oversubscribe it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 TINY_CORPUS = [
     "Tom has 3 apples and buys 4 more. How many apples does he have?",
