@@ -11,6 +11,8 @@ from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail
 
 
 def register(app: typer.Typer) -> None:
+    register_generate(app)
+
     @app.command("presets")
     def presets() -> None:
         """List the Llama 3 presets and the tiny herd with their parameter counts."""
@@ -43,3 +45,27 @@ def register(app: typer.Typer) -> None:
             typer.echo(print_results(run_sft_job(job, out)))
         except (FileNotFoundError, ValueError, KeyError) as e:
             fail(str(e))
+
+
+def register_generate(app: typer.Typer) -> None:
+    @app.command("generate")
+    def generate_cmd(model: Path = typer.Option(..., "--model", "-m", help="HF model directory."),
+                     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt (repeatable)."),
+                     n: int = typer.Option(1, "--n", help="Samples per prompt."),
+                     temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
+                     max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
+                     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+                     chat: bool = typer.Option(False, "--chat", help="Wrap each prompt as a user message."),
+                     seed: int = typer.Option(0, "--seed"), device: str = typer.Option("auto", "--device")) -> None:
+        """Generate from a local model directory (greedy or sampled, with stop strings)."""
+        from reasonlab.lm.local import LocalLM
+
+        if not (model / "config.json").exists():
+            fail(f"no HF model directory at {model}")
+        lm = LocalLM.from_pretrained(model, device=device)
+        texts = [lm.apply_chat_template([{"role": "user", "content": p}]) if chat else p for p in prompt]
+        gens = lm.generate([t for t in texts for _ in range(n)], max_new_tokens=max_new_tokens,
+                           temperature=temperature, stop=[s.encode().decode("unicode_escape") for s in stop or []],
+                           seed=seed)
+        for i, g in enumerate(gens):
+            typer.echo(f"--- prompt {i // n} sample {i % n} ({g.finish_reason})\n{g.text}")
