@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "reasonlab.llama.cli",
     "reasonlab.llama.scaling_cli",
     "reasonlab.demo",
+    "reasonlab.solver_cli",
 ]
 
 for _name in COMMAND_MODULES:
@@ -36,6 +37,19 @@ for _name in COMMAND_MODULES:
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command("report")
+def report(runs: list[str] = typer.Argument(..., help="Run directories."),
+           out: str = typer.Option("report.html", "--out", "-o", help="HTML file to write.")) -> None:
+    """Turn run directories into one HTML page (tables and embedded plots)."""
+    from reasonlab.report import write_report
+
+    try:
+        typer.echo(str(write_report(runs, out)))
+    except FileNotFoundError as e:
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

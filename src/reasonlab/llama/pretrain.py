@@ -87,6 +87,9 @@ def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Documen
     if val is not None:
         results["unigram_entropy"] = unigram_entropy(train, val)
     if trainer.info.is_main:
+        from reasonlab.plots import plot_metric_curves
+
+        plot_metric_curves(run.metrics(), ["loss", "val_loss"], run.path("loss.png"), title=name)
         run.save_results(results)
     from reasonlab.llama import distributed as D
 
