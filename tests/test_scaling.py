@@ -26,7 +26,7 @@ def synthetic_sweep(alpha=0.5, A=0.3, budgets=(1e12, 1e13, 1e14, 1e15), n_sizes=
 
 
 def test_recovers_known_alpha_exactly_without_noise():
-    fits, law = S.fit_scaling(synthetic_sweep(alpha=0.5, A=0.3))
+    fits, law, _ = S.fit_scaling(synthetic_sweep(alpha=0.5, A=0.3))
     assert abs(law.alpha - 0.5) < 1e-9
     assert abs(law.A - 0.3) / 0.3 < 1e-6
     assert law.r2 > 1 - 1e-9
@@ -36,7 +36,7 @@ def test_recovers_known_alpha_exactly_without_noise():
 
 @pytest.mark.parametrize("alpha", [0.35, 0.53, 0.7])
 def test_recovers_alpha_under_noise(alpha):
-    fits, law = S.fit_scaling(synthetic_sweep(alpha=alpha, noise=0.01, seed=3))
+    fits, law, _ = S.fit_scaling(synthetic_sweep(alpha=alpha, noise=0.01, seed=3))
     assert abs(law.alpha - alpha) < 0.03
     assert law.r2 > 0.98
     assert len(fits) == 4
@@ -59,7 +59,7 @@ def test_parabola_and_power_law_edges():
 
 
 def test_plot_is_written(tmp_path):
-    fits, law = S.fit_scaling(synthetic_sweep())
+    fits, law, _ = S.fit_scaling(synthetic_sweep())
     path = S.plot_isoflops(fits, law, tmp_path / "iso.png", predict_budget=1e17)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -114,7 +114,7 @@ def test_runner_wiring_recovers_alpha_with_a_fake_trainer(tmp_path, monkeypatch)
     # Budgets whose optimum N* = A·C^0.5 falls inside the sizes (0.5M–21M non-embedding).
     cfg = S.ScalingConfig(budgets=[4e11, 2e12, 1e13, 5e13], sizes=sizes, n_train_docs=200,
                           n_val_docs=20, vocab_size=300, seq_len=32, batch_size=4, min_steps=1,
-                          predict_budget=1e16)
+                          predict_budget=1e16, threads=0)
     res = S.run_scaling(cfg, tmp_path / "sweep")
     assert abs(res["alpha"] - alpha) < 0.02 and res["r2"] > 0.99
     assert abs(res["alpha_tokens"] - (1 - res["alpha"])) < 1e-12
@@ -126,3 +126,15 @@ def test_runner_wiring_recovers_alpha_with_a_fake_trainer(tmp_path, monkeypatch)
     n_calls = len(calls)
     S.run_scaling(cfg, tmp_path / "sweep")
     assert len(calls) == n_calls
+
+
+def test_non_convex_budget_is_left_out_when_not_strict():
+    pts = synthetic_sweep(budgets=(1e12, 1e13, 1e14))
+    pts += [{"budget": 1e15, "n_params": n, "val_loss": v}
+            for n, v in ((1e5, 2.0), (1e6, 3.0), (1e7, 2.0))]
+    with pytest.raises(ValueError, match="not convex"):
+        S.fit_scaling(pts)
+    fits, law, excluded = S.fit_scaling(pts, strict=False)
+    assert [f.budget for f in fits] == [1e12, 1e13, 1e14]
+    assert excluded[0]["budget"] == 1e15 and "not convex" in excluded[0]["reason"]
+    assert abs(law.alpha - 0.5) < 1e-9

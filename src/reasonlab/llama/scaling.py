@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,17 +161,26 @@ def fit_power_law(budgets: Sequence[float], n_opt: Sequence[float]) -> PowerLaw:
     return PowerLaw(float(10 ** log_a), float(alpha), r_squared(y, np.polyval([alpha, log_a], x)))
 
 
-def fit_scaling(points: Sequence[dict[str, float]]) -> tuple[list[IsoFLOPFit], PowerLaw]:
-    """From records ``{"budget", "n_params", "val_loss"}``: the per-budget fits and the power law."""
+def fit_scaling(points: Sequence[dict[str, float]], *, strict: bool = True
+                ) -> tuple[list[IsoFLOPFit], PowerLaw, list[dict[str, Any]]]:
+    """From records ``{"budget", "n_params", "val_loss"}``: the per-budget fits, the power law,
+    and the budgets left out. With ``strict=False`` a budget with fewer than 3 sizes or a
+    non-convex curve is left out (with the reason) instead of raising."""
     by_budget: dict[float, list[tuple[float, float]]] = {}
     for p in points:
         by_budget.setdefault(float(p["budget"]), []).append((float(p["n_params"]), float(p["val_loss"])))
-    fits = []
+    fits, excluded = [], []
     for b in sorted(by_budget):
         pts = by_budget[b]
-        fits.append(fit_isoflop(b, [s for s, _ in pts], [v for _, v in pts]))
+        try:
+            fits.append(fit_isoflop(b, [s for s, _ in pts], [v for _, v in pts]))
+        except ValueError as e:
+            if strict:
+                raise
+            log.warning("budget %.3g left out of the fit: %s", b, e)
+            excluded.append({"budget": b, "reason": str(e)})
     law = fit_power_law([f.budget for f in fits], [f.n_opt for f in fits])
-    return fits, law
+    return fits, law, excluded
 
 
 def plot_isoflops(fits: Sequence[IsoFLOPFit], law: PowerLaw, path: str | Path,
@@ -239,6 +249,9 @@ class ScalingConfig:
     predict_budget: float = 1e15         # report the compute-optimal size here
     seed: int = 0
     device: str = "auto"
+    threads: int = 1                     # CPU threads for torch (0 = torch's default); one
+                                         # thread is fastest for tiny models on a shared CPU
+    keep_checkpoints: bool = False       # keep each run's optimizer checkpoints (large)
 
     def __post_init__(self) -> None:
         if len(self.budgets) < 2:
@@ -265,6 +278,7 @@ class ScalingConfig:
         check_range("min_steps", self.min_steps, 1, None)
         check_range("eval_batches", self.eval_batches, 1, None)
         check_range("predict_budget", self.predict_budget, 0.0, None, lo_open=True)
+        check_range("threads", self.threads, 0, None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -322,6 +336,18 @@ def _machine() -> dict[str, Any]:
 
 def run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train the sweep (resuming finished runs), fit, plot, and write ``results.json``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_scaling(cfg, out_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
     from reasonlab.llama.pretrain import PretrainConfig, pretrain
     from reasonlab.llama.tokenizer import load_tokenizer, train_tokenizer
     from reasonlab.runs import Run, atomic_write_json, read_json
@@ -361,6 +387,8 @@ def run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
             res = pretrain(pcfg, tokenizer, train_texts, val_texts, sub)
             res["wall_s"] = round(time.time() - ts, 2)
             atomic_write_json(res_path, res)
+            if not cfg.keep_checkpoints:
+                shutil.rmtree(sub / "checkpoints", ignore_errors=True)
         n = res["n_params_non_embedding"] if cfg.param_count == "non_embedding" else res["n_params"]
         point = {"budget": p["budget"], "size": p["size"], "n_params": n, "steps": p["steps"],
                  "tokens": res["train_tokens"], "flops": flops(n, res["train_tokens"]),
@@ -370,7 +398,7 @@ def run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
         log.info("[%d/%d] C=%.2e %-10s N=%.3g steps=%d val_loss=%.4f", i + 1, len(todo),
                  p["budget"], p["size"], n, p["steps"], res["val_loss"])
 
-    fits, law = fit_scaling(points)
+    fits, law, excluded = fit_scaling(points, strict=False)
     label = cfg.param_count.replace("_", "-")
     plot = plot_isoflops(fits, law, run.path("isoflops.png"), cfg.predict_budget, label)
     results = {
@@ -385,6 +413,7 @@ def run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
                      "tokens_opt": tokens_for_budget(f.budget, f.n_opt), "interior": f.interior,
                      "parabola_r2": f.parabola.r2} for f in fits],
         "fits": [f.to_dict() for f in fits],
+        "excluded_budgets": excluded,
         "prediction": {"budget": cfg.predict_budget, "n_opt": float(law(cfg.predict_budget)),
                        "tokens_opt": law.tokens(cfg.predict_budget)},
         "points": points,
