@@ -333,3 +333,27 @@ def test_reference_none_uses_policy_before_updates():
     res = train_dpo(policy, None, None, pairs, cfg)
     assert abs(res["history"][0]["margin"]) < 1e-6
     assert res["history"][-1]["margin"] > 0
+
+
+def test_text_pairs_mask_llama3_formatting_tokens(tiny_tokenizer):
+    from reasonlab.training.dpo import encode_pair, excluded_ids
+
+    tok = tiny_tokenizer
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Tom has 3 apples."}],
+                                     tokenize=False, add_generation_prompt=True)
+    pair = PreferencePair(prompt, "The answer is 7.<|eot_id|>", "The answer is 30.<|eot_id|>")
+    enc = encode_pair(pair, tok)
+    assert enc.prompt[0] == tok.bos_token_id and enc.prompt.count(tok.bos_token_id) == 1
+    assert enc.chosen[-2:] == [eot, tok.eos_token_id]  # EOS appended after the turn's eot
+    excl = excluded_ids(tok, DPOConfig())
+    assert eot in excl and tok.convert_tokens_to_ids("<|start_header_id|>") in excl
+    assert excluded_ids(tok, DPOConfig(exclude_format_tokens=False)) == set()
+    batch = collate_pairs([enc], pad_token_id=tok.pad_token_id, exclude_token_ids=excl)
+    row = batch["input_ids"][0]
+    counted = row[batch["loss_mask"][0].bool()].tolist()
+    assert eot not in counted and tok.eos_token_id in counted
+    assert len(counted) == len(enc.chosen) - 1
+    # Truncation keeps the prompt's end and cuts the completion's tail.
+    short = collate_pairs([enc], pad_token_id=tok.pad_token_id, max_len=8)
+    assert short["input_ids"].shape[1] == 8 and int(short["completion_mask"][0].sum()) >= 1
