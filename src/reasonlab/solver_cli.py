@@ -1,0 +1,31 @@
+"""CLI: ``reasonlab train-solver`` — the tiny SkillMath solver pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train-solver")
+    def train_solver(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
+                     set_: Optional[list[str]] = SetOpt) -> None:
+        """Generate SkillMath, train a tokenizer, pretrain and SFT a tiny Llama, evaluate per skill.
+
+        Rerunning on the same --out resumes: finished stages are skipped.
+        """
+        from reasonlab.runs import RunConfigMismatch
+        from reasonlab.solver import SolverConfig, format_solver_table, run_solver
+
+        cfg = build_config(SolverConfig, config, set_)
+        try:
+            res = run_solver(cfg, out)
+        except (FileNotFoundError, ValueError, KeyError, RunConfigMismatch) as e:
+            fail(str(e))
+            return
+        typer.echo(format_solver_table(res))
+        typer.echo(f"train minutes: {res['train_minutes']:.2f}  results: {out / 'results.json'}")
