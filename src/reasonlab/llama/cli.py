@@ -26,25 +26,24 @@ def register(app: typer.Typer) -> None:
     def pretrain_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
                      set_: Optional[list[str]] = SetOpt) -> None:
         """Pre-train a Llama 3 preset on a corpus (runs under torchrun with DDP/FSDP2)."""
-        from reasonlab.llama.jobs import PretrainJob, print_results, run_pretrain_job
-
-        job = build_config(PretrainJob, config, set_)
-        try:
-            typer.echo(print_results(run_pretrain_job(job, out)))
-        except (FileNotFoundError, ValueError, KeyError) as e:
-            fail(str(e))
+        _run_job("PretrainJob", "run_pretrain_job", out, config, set_)
 
     @app.command("sft")
     def sft_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
                 set_: Optional[list[str]] = SetOpt) -> None:
         """Supervised fine-tuning on prompt→completion pairs (loss on completions only)."""
-        from reasonlab.llama.jobs import SFTJob, print_results, run_sft_job
+        _run_job("SFTJob", "run_sft_job", out, config, set_)
 
-        job = build_config(SFTJob, config, set_)
-        try:
-            typer.echo(print_results(run_sft_job(job, out)))
-        except (FileNotFoundError, ValueError, KeyError) as e:
-            fail(str(e))
+
+def _run_job(job_cls: str, runner: str, out: Path, config: Optional[Path], sets: Optional[list[str]]) -> None:
+    """Load a job config from ``reasonlab.llama.jobs``, run it, print its results as JSON."""
+    from reasonlab.llama import jobs
+
+    job = build_config(getattr(jobs, job_cls), config, sets)
+    try:
+        typer.echo(jobs.print_results(getattr(jobs, runner)(job, out)))
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        fail(str(e))
 
 
 def register_generate(app: typer.Typer) -> None:

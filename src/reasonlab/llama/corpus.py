@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from reasonlab.runs import read_jsonl
 
 
 def read_documents(path: str | Path) -> list[str]:
@@ -13,15 +14,9 @@ def read_documents(path: str | Path) -> list[str]:
         raise FileNotFoundError(f"corpus file not found: {p}")
     if p.suffix == ".jsonl":
         docs = []
-        for i, line in enumerate(p.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"malformed JSON in {p} line {i}: {e.msg}") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                raise ValueError(f"{p} line {i}: expected an object with a string field 'text'")
+        for i, rec in enumerate(read_jsonl(p), 1):
+            if not isinstance(rec.get("text"), str):
+                raise ValueError(f"{p} record {i}: expected a string field 'text'")
             docs.append(rec["text"])
     else:
         docs = [d.strip() for d in p.read_text().split("\n\n") if d.strip()]

@@ -29,12 +29,10 @@ class TokenizerSpec:
 
 
 @dataclass
-class PretrainJob:
-    corpus: str = "skillmath"  # a .txt/.jsonl file or a data set name
-    limit: int = 0  # at most this many documents (0 = all)
+class _Job:
+    limit: int = 0  # at most this many documents / pairs (0 = all)
     val_fraction: float = 0.05
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
-    train: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self) -> None:
         check_range("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
@@ -42,16 +40,15 @@ class PretrainJob:
 
 
 @dataclass
-class SFTJob:
-    data: str = "skillmath"  # JSONL of {"prompt","completion"} or a data set name
-    limit: int = 0
-    val_fraction: float = 0.05
-    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
-    train: SFTConfig = field(default_factory=SFTConfig)
+class PretrainJob(_Job):
+    corpus: str = "skillmath"  # a .txt/.jsonl file or a data set name
+    train: PretrainConfig = field(default_factory=PretrainConfig)
 
-    def __post_init__(self) -> None:
-        check_range("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
-        check_range("limit", self.limit, 0)
+
+@dataclass
+class SFTJob(_Job):
+    data: str = "skillmath"  # JSONL of {"prompt","completion"} or a data set name
+    train: SFTConfig = field(default_factory=SFTConfig)
 
 
 def split_val(items: list, fraction: float, seed: int) -> tuple[list, list]:
