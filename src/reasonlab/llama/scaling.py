@@ -10,6 +10,11 @@ N counts **non-embedding** parameters by default (Kaplan et al. 2020: it gives c
 small scale, where the untied input/output embeddings are a large share of the model);
 ``param_count="total"`` counts every parameter.
 
+Sizes are tiny-herd presets or :data:`MICRO_SHAPES` (smaller shapes built by the same rules): on a
+CPU the compute-optimal size at affordable budgets lies below the smallest herd member, so an
+IsoFLOP curve over the herd alone has its minimum at (or beyond) its left edge. Micro sizes go
+through the same pretraining loop, started from a freshly initialised checkpoint (``init_from``).
+
 The pure fitting functions (:func:`fit_parabola`, :func:`fit_isoflop`, :func:`fit_power_law`)
 take plain numbers; :func:`run_scaling` trains the sweep with :func:`reasonlab.llama.pretrain.pretrain`
 and writes ``results.json`` and ``isoflops.png`` into the run directory.
@@ -33,6 +38,16 @@ from reasonlab.config import ConfigError, check_choice, check_range
 log = logging.getLogger(__name__)
 
 PARAM_COUNTS = ("non_embedding", "total")
+
+# Shapes below the tiny herd, built by the same rules (GQA, FFN rule, RoPE θ 500000, eps 1e-5,
+# untied embeddings). On a CPU the compute-optimal size at affordable budgets (~1e12 FLOPs) falls
+# below tiny-0.5m, so IsoFLOP curves need these to have a minimum inside the sizes.
+# name: (n_layers, dim, n_heads, n_kv_heads, ffn_dim_multiplier, multiple_of, peak_lr)
+MICRO_SHAPES: dict[str, tuple[int, int, int, int, float, int, float]] = {
+    "micro-0.06m": (2, 48, 2, 1, 1.3, 16, 3e-3),
+    "micro-0.1m": (2, 64, 2, 1, 1.3, 16, 3e-3),
+    "micro-0.25m": (3, 80, 2, 1, 1.3, 16, 3e-3),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,10 +275,8 @@ class ScalingConfig:
             check_range(f"budgets[{i}]", b, 0.0, None, lo_open=True)
         if len(self.sizes) < 3:
             raise ConfigError("config key 'sizes' needs at least 3 presets (a parabola per budget)")
-        from reasonlab.llama.configs import known_presets
-
         for s in self.sizes:
-            check_choice("sizes", s, known_presets())
+            check_choice("sizes", s, known_sizes())
         check_choice("param_count", self.param_count, PARAM_COUNTS)
         check_range("n_train_docs", self.n_train_docs, 1, None)
         check_range("n_val_docs", self.n_val_docs, 1, None)
@@ -281,17 +294,62 @@ class ScalingConfig:
         check_range("threads", self.threads, 0, None)
 
 
+def known_sizes() -> list[str]:
+    """The shapes a sweep can use: the tiny herd (and the Llama 3 presets) plus :data:`MICRO_SHAPES`."""
+    from reasonlab.llama.configs import known_presets
+
+    return list(MICRO_SHAPES) + known_presets()
+
+
+def size_config(name: str, vocab_size: int, **ids: Any):
+    """The ``LlamaConfig`` of a preset or of a :data:`MICRO_SHAPES` entry (same rules as the herd)."""
+    from reasonlab.llama.configs import ffn_hidden_dim, preset
+
+    if name not in MICRO_SHAPES:
+        return preset(name, vocab_size=vocab_size, **ids)
+    n_layers, dim, heads, kv, mult, multiple_of, _ = MICRO_SHAPES[name]
+    cfg = preset("tiny-0.5m", vocab_size=vocab_size, **ids)
+    cfg.hidden_size = dim
+    cfg.num_hidden_layers = n_layers
+    cfg.num_attention_heads = heads
+    cfg.num_key_value_heads = kv
+    cfg.head_dim = dim // heads
+    cfg.intermediate_size = ffn_hidden_dim(dim, mult, multiple_of)
+    return cfg
+
+
+def size_peak_lr(name: str) -> float:
+    from reasonlab.llama.configs import peak_lr
+
+    return MICRO_SHAPES[name][6] if name in MICRO_SHAPES else peak_lr(name)
+
+
 @functools.lru_cache(maxsize=None)
 def size_params(name: str, vocab_size: int, param_count: str) -> int:
-    """N of a preset at ``vocab_size``: all parameters, or without the (untied) embeddings."""
-    from reasonlab.llama.configs import count_parameters, preset
+    """N of a size at ``vocab_size``: all parameters, or without the (untied) embeddings."""
+    from reasonlab.llama.configs import count_parameters
 
-    cfg = preset(name, vocab_size=vocab_size)
+    cfg = size_config(name, vocab_size)
     total = count_parameters(cfg)
     if param_count == "total":
         return total
     n_emb = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2)
     return total - n_emb
+
+
+def _init_micro(name: str, tokenizer, seq_len: int, seed: int, path: Path) -> Path:
+    """A freshly initialised (seeded) micro model saved as an HF directory, to start from."""
+    from transformers import LlamaForCausalLM
+
+    from reasonlab.runs import seed_everything
+
+    if not (path / "config.json").exists():
+        cfg = size_config(name, len(tokenizer), max_position_embeddings=max(seq_len, 512),
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id)
+        seed_everything(seed)
+        LlamaForCausalLM(cfg).save_pretrained(str(path), safe_serialization=True)
+    return path
 
 
 def plan_sweep(cfg: ScalingConfig, vocab_size: int) -> list[dict[str, Any]]:
@@ -377,9 +435,14 @@ def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
             res = read_json(res_path)
         else:
             steps = p["steps"]
+            init_from, preset_name, lr = None, p["size"], cfg.lr
+            if p["size"] in MICRO_SHAPES:  # pretrain builds presets; start micro sizes from a fresh init
+                init_from = str(_init_micro(p["size"], tokenizer, cfg.seq_len, cfg.seed,
+                                            run.path("init") / p["size"]))
+                preset_name, lr = "tiny-0.5m", cfg.lr or size_peak_lr(p["size"])
             pcfg = PretrainConfig(
-                preset=p["size"], seq_len=cfg.seq_len, batch_size=cfg.batch_size, max_steps=steps,
-                lr=cfg.lr, warmup_steps=max(1, int(cfg.warmup_frac * steps)),
+                preset=preset_name, init_from=init_from, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+                max_steps=steps, lr=lr, warmup_steps=max(1, int(cfg.warmup_frac * steps)),
                 min_lr_ratio=cfg.min_lr_ratio, eval_every=steps, eval_batches=cfg.eval_batches,
                 checkpoint_every=steps, keep_checkpoints=1, log_every=max(1, steps // 10),
                 seed=cfg.seed, device=cfg.device, distributed="none")
