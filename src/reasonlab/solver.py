@@ -198,34 +198,44 @@ def _done(stage_dir: Path) -> bool:
     return (stage_dir / "results.json").exists() and (stage_dir / "model" / "config.json").exists()
 
 
-def stage_evaluate(cfg: SolverConfig, model_dir: Path, sets: dict[str, list], out: Path, *,
-                   progress: bool = True) -> dict[str, Any]:
-    """Greedy accuracy of ``model_dir`` on each evaluation set; ``out/{set}`` run directories."""
+def evaluate_sets(model_dir: str | Path, sets: dict[str, list], out: Path, *,
+                  names: list[str] | None = None, limit: int = 0, max_new_tokens: int = 128,
+                  batch_size: int = 64, seed: int = 0, device: str = "cpu",
+                  progress: bool = True) -> dict[str, Any]:
+    """Greedy accuracy (strict ``The answer is N.`` scoring) of ``model_dir`` on each set, into
+    ``out/{set}`` run directories; a set whose results exist is read back, not redone."""
     from reasonlab.evals.accuracy import AccuracyConfig, run_accuracy
     from reasonlab.lm.local import LocalLM
     from reasonlab.runs import read_json
 
     lm = None
     results = {}
-    for name in cfg.eval.sets:
+    for name in names if names is not None else list(sets):
         probs = sets.get(name, [])
-        if cfg.eval.limit:
-            probs = probs[:cfg.eval.limit]
+        if limit:
+            probs = probs[:limit]
         if not probs:
             continue
         d = out / name
-        acc_cfg = AccuracyConfig(dataset="skillmath", split=name, limit=None, k=1,
-                                 temperature=0.0, max_new_tokens=cfg.eval.max_new_tokens,
-                                 answer_format="answer_is", batch_size=cfg.eval.batch_size,
-                                 bootstrap=0, seed=cfg.seed)
         if (d / "results.json").exists() and (d / "config.json").exists():
             results[name] = read_json(d / "results.json")
             continue
+        acc_cfg = AccuracyConfig(dataset="skillmath", split=name, limit=None, k=1,
+                                 temperature=0.0, max_new_tokens=max_new_tokens,
+                                 answer_format="answer_is", batch_size=batch_size,
+                                 bootstrap=0, seed=seed)
         if lm is None:
-            lm = LocalLM.from_pretrained(model_dir, device=cfg.sft.device,
-                                         batch_size=cfg.eval.batch_size)
+            lm = LocalLM.from_pretrained(model_dir, device=device, batch_size=batch_size)
         results[name] = run_accuracy(acc_cfg, lm, d, problems=probs, progress=progress)
     return results
+
+
+def stage_evaluate(cfg: SolverConfig, model_dir: Path, sets: dict[str, list], out: Path, *,
+                   progress: bool = True) -> dict[str, Any]:
+    """Greedy accuracy of ``model_dir`` on the configured evaluation sets."""
+    return evaluate_sets(model_dir, sets, out, names=cfg.eval.sets, limit=cfg.eval.limit,
+                         max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                         seed=cfg.seed, device=cfg.sft.device, progress=progress)
 
 
 # --------------------------------------------------------------------------- the pipeline
