@@ -20,34 +20,13 @@ TINY_CORPUS = [
     "Hello world! Language models learn to reason step by step.",
     "Mia reads 12 pages a day for 5 days. Step 1: 12 * 5 = 60.\nThe answer is 60.",
 ]
-SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|start_header_id|>",
-                  "<|end_header_id|>", "<|eot_id|>"]
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n"
-    "{{ m['content'] }}<|eot_id|>{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n{% endif %}"
-)
 
 
-def build_tiny_tokenizer(vocab_size: int = 300):
-    """Byte-level BPE trained on a few sentences, with Llama-3-style special tokens and template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def build_tiny_tokenizer(vocab_size: int = 340):
+    """The project's byte-level BPE (Llama 3 special tokens and chat template) on a few sentences."""
+    from reasonlab.llama.tokenizer import train_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(TINY_CORPUS, trainer=trainer)
-    bos = tok.token_to_id("<|begin_of_text|>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
-        special_tokens=[("<|begin_of_text|>", bos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
-                                   eos_token="<|end_of_text|>", pad_token="<|pad|>",
-                                   chat_template=CHAT_TEMPLATE)
+    return train_tokenizer(TINY_CORPUS, vocab_size=vocab_size, min_frequency=1)
 
 
 def build_tiny_model(tokenizer, seed: int = 0, preset_name: str = "tiny-0.5m"):

@@ -307,7 +307,7 @@ def test_onehot_grad_matches_embedding_grad_and_finite_differences(lm, tiny_mode
     ids = torch.randint(3, 300, (10,))
     positions, target = slice(3, 6), slice(7, 10)
     grad, loss = lm.onehot_grad(ids, positions, target)
-    assert grad.shape == (3, 300)
+    assert grad.shape == (3, len(lm.tokenizer))
     assert loss == pytest.approx(float(_ce(tiny_model, ids, target)), abs=1e-5)
     assert tiny_model.lm_head.weight.grad is None
     # autograd through the embeddings: d/d onehot = d/d emb @ W^T
@@ -335,8 +335,8 @@ def test_onehot_grad_matches_embedding_grad_and_finite_differences(lm, tiny_mode
 def test_chat_template(lm, tiny_tokenizer):
     msgs = [{"role": "user", "content": "Tom has 3 apples."}]
     text = lm.apply_chat_template(msgs)
-    assert text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\nTom has 3 apples."
-                    "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n")
+    assert text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nTom has 3 apples."
+                    "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
     ids = lm.encode(text)
     assert ids.count(tiny_tokenizer.bos_token_id) == 1 and ids[0] == tiny_tokenizer.bos_token_id
     replies = lm.chat([msgs, msgs], max_new_tokens=5)
