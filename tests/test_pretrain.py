@@ -110,5 +110,7 @@ def test_accumulation_matches_one_big_batch(corpus, tmp_path):
     pretrain(_cfg(max_steps=3, checkpoint_every=3, micro_batch_size=2), tok, train, val, tmp_path / "acc")
     a = load_file(str(tmp_path / "big" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "acc" / "model" / "model.safetensors"))
+    # Summation order differs, and Adam's m/sqrt(v) amplifies float noise where a gradient is ~0:
+    # allow 5e-5, under 2% of one Adam step (lr 3e-3), far below what a wrong normalization gives.
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=5e-5)
