@@ -25,7 +25,7 @@ from _common import print_table, write_result  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the CPU preset configs/scaling_quick.yaml")
-    ap.add_argument("--out", default=None, help="run directory (default runs/bench_scaling[_quick])")
+    ap.add_argument("--out", default=None, help="run directory (default runs/bench_scaling_<preset>_<hash>)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     args = ap.parse_args()
 
@@ -37,7 +37,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg_path = ROOT / "configs" / "scaling_quick.yaml" if args.quick else None
     cfg = load_config(ScalingConfig, cfg_path, args.set)
-    out = Path(args.out) if args.out else ROOT / "runs" / ("bench_scaling_quick" if args.quick else "bench_scaling")
+    if args.out:
+        out = Path(args.out)
+    else:  # one directory per config, so a changed preset never collides with an old run
+        import hashlib
+
+        from reasonlab.runs import to_json
+
+        digest = hashlib.sha256(to_json(to_dict(cfg)).encode()).hexdigest()[:8]
+        out = ROOT / "runs" / f"bench_scaling_{'quick' if args.quick else 'default'}_{digest}"
     res = run_scaling(cfg, out)
 
     rows = [(p["budget"], p["size"], f"{p['n_params']:.3g}", p["steps"], p["tokens"],

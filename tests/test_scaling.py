@@ -177,3 +177,16 @@ def test_micro_size_trains_through_pretrain(tmp_path):
         torch.set_num_threads(threads)
     assert res["n_params_non_embedding"] == S.size_params("micro-0.06m", len(tok), "non_embedding")
     assert res["val_loss"] < 0.8 * math.log(len(tok))  # learned something beyond uniform
+
+
+def test_require_interior_drops_extrapolated_minima():
+    pts = synthetic_sweep(budgets=(1e12, 1e13, 1e14))
+    # A fourth budget measured only on sizes far right of its optimum: the minimum is extrapolated.
+    pts += [{"budget": 1e15, "n_params": n, "val_loss": 1.0 + 0.4 * (math.log10(n) - 7.0) ** 2}
+            for n in (1e9, 3e9, 1e10)]
+    fits, law, excluded = S.fit_scaling(pts, require_interior=True)
+    assert len(fits) == 4 and [e["budget"] for e in excluded] == [1e15]
+    assert "outside the sizes" in excluded[0]["reason"]
+    assert abs(law.alpha - 0.5) < 1e-9
+    with pytest.raises(ValueError, match="usable minimum"):
+        S.fit_scaling([p for p in pts if p["budget"] >= 1e14], require_interior=True)

@@ -176,11 +176,14 @@ def fit_power_law(budgets: Sequence[float], n_opt: Sequence[float]) -> PowerLaw:
     return PowerLaw(float(10 ** log_a), float(alpha), r_squared(y, np.polyval([alpha, log_a], x)))
 
 
-def fit_scaling(points: Sequence[dict[str, float]], *, strict: bool = True
+def fit_scaling(points: Sequence[dict[str, float]], *, strict: bool = True,
+                require_interior: bool = False
                 ) -> tuple[list[IsoFLOPFit], PowerLaw, list[dict[str, Any]]]:
     """From records ``{"budget", "n_params", "val_loss"}``: the per-budget fits, the power law,
     and the budgets left out. With ``strict=False`` a budget with fewer than 3 sizes or a
-    non-convex curve is left out (with the reason) instead of raising."""
+    non-convex curve is left out (with the reason) instead of raising. With
+    ``require_interior`` a budget whose minimum lies outside its sizes (an extrapolated N*) is
+    left out of the power law too (its fit is still returned)."""
     by_budget: dict[float, list[tuple[float, float]]] = {}
     for p in points:
         by_budget.setdefault(float(p["budget"]), []).append((float(p["n_params"]), float(p["val_loss"])))
@@ -194,7 +197,19 @@ def fit_scaling(points: Sequence[dict[str, float]], *, strict: bool = True
                 raise
             log.warning("budget %.3g left out of the fit: %s", b, e)
             excluded.append({"budget": b, "reason": str(e)})
-    law = fit_power_law([f.budget for f in fits], [f.n_opt for f in fits])
+    used = fits
+    if require_interior:
+        used = [f for f in fits if f.interior]
+        for f in fits:
+            if not f.interior:
+                log.warning("budget %.3g left out of the power law: its minimum N* = %.3g lies "
+                            "outside the sizes %.3g-%.3g", f.budget, f.n_opt, min(f.sizes), max(f.sizes))
+                excluded.append({"budget": f.budget, "reason": f"minimum N* = {f.n_opt:.4g} lies "
+                                 f"outside the sizes [{min(f.sizes):.4g}, {max(f.sizes):.4g}]"})
+    if len(used) < 2:
+        raise ValueError(f"only {len(used)} budget(s) give a usable minimum ({excluded}); add sizes "
+                         "around the optimum or change the budgets")
+    law = fit_power_law([f.budget for f in used], [f.n_opt for f in used])
     return fits, law, excluded
 
 
@@ -221,7 +236,14 @@ def plot_isoflops(fits: Sequence[IsoFLOPFit], law: PowerLaw, path: str | Path,
     cs = np.array([f.budget for f in fits])
     lo, hi = cs.min() / 2, (max(cs.max(), predict_budget or 0)) * 2
     grid = np.logspace(math.log10(lo), math.log10(hi), 50)
-    ax2.loglog(cs, [f.n_opt for f in fits], "o", color="C0", label="N*(C) from parabolas")
+    inside = [f for f in fits if f.interior]
+    outside = [f for f in fits if not f.interior]
+    if inside:
+        ax2.loglog([f.budget for f in inside], [f.n_opt for f in inside], "o", color="C0",
+                   label="N*(C): minimum inside the sizes")
+    if outside:
+        ax2.loglog([f.budget for f in outside], [f.n_opt for f in outside], "o", mfc="none",
+                   color="C0", label="N*(C): extrapolated minimum")
     ax2.loglog(grid, law(grid), "-", color="C1",
                label=f"N* = {law.A:.3g}·C^{law.alpha:.3f} (R² = {law.r2:.3f})")
     if predict_budget:
@@ -246,8 +268,9 @@ def plot_isoflops(fits: Sequence[IsoFLOPFit], law: PowerLaw, path: str | Path,
 class ScalingConfig:
     """An IsoFLOP sweep: every budget × every size, trained with the pretraining loop."""
 
-    budgets: list[float] = field(default_factory=lambda: [3e12, 1e13, 3e13])  # FLOPs
-    sizes: list[str] = field(default_factory=lambda: ["tiny-0.5m", "tiny-2m", "tiny-5m", "tiny-10m"])
+    budgets: list[float] = field(default_factory=lambda: [3e11, 1e12, 3e12, 1e13])  # FLOPs
+    sizes: list[str] = field(default_factory=lambda: ["micro-0.1m", "micro-0.25m", "tiny-0.5m",
+                                                      "tiny-1m", "tiny-2m", "tiny-5m"])
     param_count: str = "non_embedding"  # non_embedding | total: N in C = 6·N·D and in the fit
     corpus: str = "skillmath"            # skillmath | a data set name (gsm8k, …) | a text/jsonl file
     n_train_docs: int = 20000
@@ -267,6 +290,7 @@ class ScalingConfig:
     threads: int = 1                     # CPU threads for torch (0 = torch's default); one
                                          # thread is fastest for tiny models on a shared CPU
     keep_checkpoints: bool = False       # keep each run's optimizer checkpoints (large)
+    require_interior: bool = True        # fit N*(C) only on budgets whose minimum is inside the sizes
 
     def __post_init__(self) -> None:
         if len(self.budgets) < 2:
@@ -461,7 +485,7 @@ def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
         log.info("[%d/%d] C=%.2e %-10s N=%.3g steps=%d val_loss=%.4f", i + 1, len(todo),
                  p["budget"], p["size"], n, p["steps"], res["val_loss"])
 
-    fits, law, excluded = fit_scaling(points, strict=False)
+    fits, law, excluded = fit_scaling(points, strict=False, require_interior=cfg.require_interior)
     label = cfg.param_count.replace("_", "-")
     plot = plot_isoflops(fits, law, run.path("isoflops.png"), cfg.predict_budget, label)
     results = {
@@ -474,7 +498,9 @@ def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
         "sizes": {s: size_params(s, vocab, cfg.param_count) for s in cfg.sizes},
         "optimal": [{"budget": f.budget, "n_opt": f.n_opt, "loss_opt": f.loss_opt,
                      "tokens_opt": tokens_for_budget(f.budget, f.n_opt), "interior": f.interior,
-                     "parabola_r2": f.parabola.r2} for f in fits],
+                     "parabola_r2": f.parabola.r2,
+                     "in_fit": f.budget not in {e["budget"] for e in excluded}} for f in fits],
+        "n_budgets_fit": len(fits) - sum(1 for f in fits if f.budget in {e["budget"] for e in excluded}),
         "fits": [f.to_dict() for f in fits],
         "excluded_budgets": excluded,
         "prediction": {"budget": cfg.predict_budget, "n_opt": float(law(cfg.predict_budget)),
