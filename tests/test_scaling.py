@@ -190,3 +190,29 @@ def test_require_interior_drops_extrapolated_minima():
     assert abs(law.alpha - 0.5) < 1e-9
     with pytest.raises(ValueError, match="usable minimum"):
         S.fit_scaling([p for p in pts if p["budget"] >= 1e14], require_interior=True)
+
+
+def test_cli_scaling_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import reasonlab.llama.pretrain as P
+    from reasonlab.cli import app
+
+    def fake_pretrain(pcfg, tokenizer, train, val, out_dir):
+        n = S.size_params(pcfg.preset, len(tokenizer), "non_embedding")
+        tokens = pcfg.max_steps * pcfg.seq_len * pcfg.batch_size
+        loss = 3.0 + 0.5 * (math.log10(n) - math.log10(2.0 * S.flops(n, tokens) ** 0.5)) ** 2
+        return {"val_loss": loss, "train_tokens": tokens, "n_params": n, "n_params_non_embedding": n}
+
+    monkeypatch.setattr(P, "pretrain", fake_pretrain)
+    sets = ["budgets=[4e11,2e12,1e13]", "sizes=[tiny-0.5m,tiny-2m,tiny-5m,tiny-10m,tiny-20m]",
+            "n_train_docs=100", "n_val_docs=10", "vocab_size=300", "seq_len=32", "batch_size=4",
+            "min_steps=1", "threads=0"]
+    args = ["scaling", "--out", str(tmp_path / "s")]
+    for s in sets:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "alpha = 0.5" in res.output and (tmp_path / "s" / "results.json").exists()
+    bad = CliRunner().invoke(app, ["scaling", "--out", str(tmp_path / "t"), "--set", "param_count=x"])
+    assert bad.exit_code == 2 and "param_count" in bad.output
