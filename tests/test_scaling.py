@@ -146,6 +146,7 @@ def test_micro_shapes_follow_the_herd_rules():
     n = [S.size_params(s, 512, "non_embedding") for s in ("micro-0.06m", "micro-0.1m", "micro-0.25m",
                                                           "tiny-0.5m")]
     assert n == sorted(n) and 50_000 < n[0] < 80_000 and 200_000 < n[2] < 300_000
+    assert 15_000 < S.size_params("micro-0.015m", 512, "non_embedding") < 20_000
     cfg = S.size_config("micro-0.1m", 300, bos_token_id=1, eos_token_id=2, pad_token_id=3)
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_key_value_heads) == (64, 2, 1)
     assert cfg.intermediate_size == ffn_hidden_dim(64, 1.3, 16) and cfg.vocab_size == 300

@@ -40,10 +40,13 @@ log = logging.getLogger(__name__)
 PARAM_COUNTS = ("non_embedding", "total")
 
 # Shapes below the tiny herd, built by the same rules (GQA, FFN rule, RoPE θ 500000, eps 1e-5,
-# untied embeddings). On a CPU the compute-optimal size at affordable budgets (~1e12 FLOPs) falls
-# below tiny-0.5m, so IsoFLOP curves need these to have a minimum inside the sizes.
+# untied embeddings); names give the non-embedding size. On a CPU the compute-optimal size at
+# affordable budgets (1e11-1e12 FLOPs) is 20k-100k parameters, far below tiny-0.5m, so IsoFLOP
+# curves need these to have their minimum inside the sizes.
 # name: (n_layers, dim, n_heads, n_kv_heads, ffn_dim_multiplier, multiple_of, peak_lr)
 MICRO_SHAPES: dict[str, tuple[int, int, int, int, float, int, float]] = {
+    "micro-0.015m": (2, 24, 2, 1, 1.3, 16, 3e-3),
+    "micro-0.03m": (2, 32, 2, 1, 1.3, 16, 3e-3),
     "micro-0.06m": (2, 48, 2, 1, 1.3, 16, 3e-3),
     "micro-0.1m": (2, 64, 2, 1, 1.3, 16, 3e-3),
     "micro-0.25m": (3, 80, 2, 1, 1.3, 16, 3e-3),
@@ -268,9 +271,9 @@ def plot_isoflops(fits: Sequence[IsoFLOPFit], law: PowerLaw, path: str | Path,
 class ScalingConfig:
     """An IsoFLOP sweep: every budget × every size, trained with the pretraining loop."""
 
-    budgets: list[float] = field(default_factory=lambda: [3e11, 1e12, 3e12, 1e13])  # FLOPs
-    sizes: list[str] = field(default_factory=lambda: ["micro-0.1m", "micro-0.25m", "tiny-0.5m",
-                                                      "tiny-1m", "tiny-2m", "tiny-5m"])
+    budgets: list[float] = field(default_factory=lambda: [1e12, 3e12, 1e13, 3e13])  # FLOPs
+    sizes: list[str] = field(default_factory=lambda: ["micro-0.03m", "micro-0.06m", "micro-0.1m",
+                                                      "micro-0.25m", "tiny-0.5m", "tiny-2m"])
     param_count: str = "non_embedding"  # non_embedding | total: N in C = 6·N·D and in the fit
     corpus: str = "skillmath"            # skillmath | a data set name (gsm8k, …) | a text/jsonl file
     n_train_docs: int = 20000
