@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "reasonlab.llama.cli",
     "reasonlab.llama.scaling_cli",
     "reasonlab.demo",
+    "reasonlab.optim.cli",
     "reasonlab.solver_cli",
     "reasonlab.llama.posttrain_cli",
 ]

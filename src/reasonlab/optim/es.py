@@ -1,0 +1,178 @@
+"""Meta-training L3RS by antithetic evolution strategies (as ``learned_optimization``'s full_es).
+
+Each ES step draws ``pairs`` Gaussian directions ε and inner-training seeds from a generator
+seeded by (seed, step), runs the inner problem at θ ± σε (the two members of a pair share the
+seed: common random numbers), and feeds the estimate
+
+    ĝ = Σ_i (f(θ+σε_i) − f(θ−σε_i)) ε_i / (2σ·pairs)
+
+to Adam on θ. f is the log of the mean training loss over the unroll. The runs of a step go to a
+process pool; the numbers do not depend on the number of workers. After every step the ES state
+is written atomically to the run directory, so a killed meta-training resumes from the last step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from reasonlab.config import ConfigError, check_range
+from reasonlab.optim.envs import EnvSpec, make_env
+from reasonlab.optim.inner import Evaluator, OptSpec, Task, meta_objective
+from reasonlab.optim.l3rs import L3RSConfig, MetaModel
+from reasonlab.runs import Run, atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ESConfig:
+    steps: int = 150
+    pairs: int = 8
+    sigma: float = 0.1
+    lr: float = 0.03  # Adam on the meta-parameters
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    horizon: int = 100  # inner steps per run
+    train_seeds: list[int] = field(default_factory=lambda: list(range(8)))
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        check_range("es.steps", self.steps, 1)
+        check_range("es.pairs", self.pairs, 1)
+        check_range("es.sigma", self.sigma, 0.0, None, lo_open=True)
+        check_range("es.lr", self.lr, 0.0, None, lo_open=True)
+        check_range("es.horizon", self.horizon, 1)
+        check_range("es.workers", self.workers, 1, 64)
+        if not self.train_seeds:
+            raise ConfigError("config key 'es.train_seeds' must list at least one seed")
+
+    @property
+    def inner_runs(self) -> int:
+        """Inner training runs one meta-training uses (the budget baselines are tuned with)."""
+        return self.steps * self.pairs * 2
+
+
+@dataclass
+class MetaTrainConfig:
+    seed: int = 0
+    env: EnvSpec = field(default_factory=EnvSpec)
+    l3rs: L3RSConfig = field(default_factory=L3RSConfig)
+    es: ESConfig = field(default_factory=ESConfig)
+
+
+def count_layers(env: EnvSpec, seed: int) -> int:
+    return sum(1 for _ in make_env(env).make_model(seed).parameters())
+
+
+def _spec(meta: MetaModel, theta: np.ndarray) -> OptSpec:
+    return OptSpec("l3rs", l3rs=dataclasses.asdict(meta.config), n_layers=meta.n_layers,
+                   theta=theta)
+
+
+def es_step_plan(cfg: MetaTrainConfig, step: int, dim: int) -> tuple[np.ndarray, list[int]]:
+    """The perturbations [pairs, dim] and inner seeds of ES step ``step`` (pure in (seed, step))."""
+    rng = np.random.default_rng([cfg.seed, step])
+    eps = rng.standard_normal((cfg.es.pairs, dim))
+    pool = cfg.es.train_seeds
+    seeds = [pool[i % len(pool)] for i in rng.permutation(max(cfg.es.pairs, len(pool)))]
+    return eps, [int(s) for s in seeds[:cfg.es.pairs]]
+
+
+def meta_train(cfg: MetaTrainConfig, out: str | Path, *, evaluator: Evaluator | None = None,
+               progress: bool = True, max_steps: int | None = None) -> MetaModel:
+    """Meta-train into run directory ``out`` (resumed if it holds the same config).
+
+    ``max_steps`` stops after that many ES steps in this call (a stand-in for a kill in tests).
+    Writes ``meta.safetensors`` (the learned meta-parameters), ``metrics.jsonl`` (one line per ES
+    step), ``checkpoints/es_state.json``, ``meta_training.png`` and ``results.json``.
+    """
+    run = Run(out, cfg, seed=cfg.seed, name="l3rs-meta-train")
+    es = cfg.es
+    meta = MetaModel(cfg.l3rs, count_layers(cfg.env, es.train_seeds[0]))
+    state_path = run.checkpoint_dir / "es_state.json"
+    if state_path.exists():
+        st = read_json(state_path)
+        theta, m, v = (np.array(st[k], dtype=np.float64) for k in ("theta", "m", "v"))
+        start = int(st["step"])
+        run.truncate_metrics(start - 1)
+        log.info("resuming meta-training at ES step %d/%d", start, es.steps)
+    else:
+        theta, m, v = np.zeros(meta.size), np.zeros(meta.size), np.zeros(meta.size)
+        start = 0
+    own = evaluator is None
+    ev = evaluator or Evaluator(es.workers)
+    b1, b2 = es.betas
+    end = es.steps if max_steps is None else min(es.steps, start + max_steps)
+    bar = tqdm(range(start, end), desc="ES", initial=start, total=es.steps, disable=not progress)
+    try:
+        for k in bar:
+            eps, seeds = es_step_plan(cfg, k, meta.size)
+            tasks = []
+            for e, s in zip(eps, seeds):
+                for sign in (1.0, -1.0):
+                    tasks.append(Task(cfg.env, _spec(meta, theta + sign * es.sigma * e), s,
+                                      es.horizon))
+            res = ev.map(tasks)
+            f = np.array([meta_objective(r) for r in res])
+            fp, fm = f[0::2], f[1::2]
+            grad = ((fp - fm)[:, None] * eps).sum(0) / (2 * es.sigma * es.pairs)
+            m = b1 * m + (1 - b1) * grad
+            v = b2 * v + (1 - b2) * grad ** 2
+            mhat, vhat = m / (1 - b1 ** (k + 1)), v / (1 - b2 ** (k + 1))
+            theta = theta - es.lr * mhat / (np.sqrt(vhat) + 1e-8)
+            mean_loss = float(np.mean([r["mean_loss"] for r in res]))
+            run.log(step=k, objective=float(f.mean()), mean_loss=mean_loss,
+                    grad_norm=float(np.linalg.norm(grad)), theta_norm=float(np.linalg.norm(theta)),
+                    diverged=int(sum(r["diverged"] for r in res)))
+            atomic_write_json(state_path, {"step": k + 1, "theta": theta, "m": m, "v": v})
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+    finally:
+        bar.close()
+        if own:
+            ev.close()
+    meta = meta.with_theta(theta)
+    done = end >= es.steps
+    meta.save(run.path("meta.safetensors"), extra={"es_step": end, "done": done,
+                                                   "inner_runs": 2 * es.pairs * end})
+    if done:
+        _plot_meta_training(run)
+        run.save_results({"meta_file": "meta.safetensors", "es_steps": es.steps,
+                          "inner_runs": es.inner_runs, **meta.describe(),
+                          "final_objective": run.metrics()[-1]["objective"]})
+    return meta
+
+
+def _plot_meta_training(run: Run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = run.metrics()
+    steps = [r["step"] for r in rows]
+    loss = np.array([r["mean_loss"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, loss, alpha=0.35, label="population mean")
+    w = min(10, len(loss))
+    if w > 1:
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, label=f"{w}-step average")
+    ax.set_xlabel("ES step")
+    ax.set_ylabel("mean inner training loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run.path("meta_training.png"), dpi=120)
+    plt.close(fig)
+
+
+def load_meta_run(path: str | Path) -> MetaModel:
+    """The meta-model of a finished run directory, or a meta-parameter file itself."""
+    p = Path(path)
+    return MetaModel.load(p / "meta.safetensors" if p.is_dir() else p)

@@ -1,0 +1,180 @@
+"""Inner training runs and the process pool that runs many of them.
+
+An inner run fine-tunes an environment's model for one seed with one optimizer (:class:`OptSpec`,
+a picklable recipe: a baseline with hyper-parameters, or L3RS with a meta-parameter vector) and
+reports the mean training loss over the unroll, the final loss and the test accuracy. Runs are
+pure functions of (environment, optimizer, seed, steps) on one thread, so a pool of worker
+processes gives the same numbers as a serial loop, in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from reasonlab.optim.baselines import build_baseline
+from reasonlab.optim.envs import EnvSpec, make_env, one_thread
+from reasonlab.optim.l3rs import L3RS, L3RSConfig, MetaModel
+
+LOSS_CAP = 5.0  # a step's loss counts at most LOSS_CAP × the initial loss; beyond it: diverged
+
+
+@dataclass
+class OptSpec:
+    """``kind`` is ``"l3rs"`` (with ``l3rs`` config dict, ``n_layers`` and ``theta``) or the name
+    of a baseline (with ``hparams``)."""
+
+    kind: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    l3rs: dict[str, Any] | None = None
+    n_layers: int = 0
+    theta: Any = None
+
+    @classmethod
+    def from_meta(cls, meta: MetaModel) -> "OptSpec":
+        import dataclasses
+
+        return cls("l3rs", l3rs=dataclasses.asdict(meta.config), n_layers=meta.n_layers,
+                   theta=meta.theta.numpy().copy())
+
+    def build(self, params: Any, horizon: int) -> tuple[torch.optim.Optimizer, Any]:
+        if self.kind == "l3rs":
+            meta = MetaModel(L3RSConfig(**self.l3rs), self.n_layers, self.theta)
+            return L3RS(params, meta, horizon=horizon), None
+        return build_baseline(self.kind, params, self.hparams, horizon)
+
+
+@dataclass
+class Task:
+    env: EnvSpec
+    opt: OptSpec
+    seed: int
+    steps: int
+    curve: bool = False  # keep the per-step losses
+    timing: bool = False  # time each step
+
+
+def run_inner(task: Task) -> dict[str, Any]:
+    """Fine-tune for ``task.steps`` steps on one thread; the loss of each step is that of the
+    batch it used."""
+    with one_thread():
+        return _run_inner(task)
+
+
+def _run_inner(task: Task) -> dict[str, Any]:
+    env = make_env(task.env)
+    torch.manual_seed(task.seed)
+    model = env.make_model(task.seed)
+    opt, sched = task.opt.build(model.parameters(), task.steps)
+    batches = env.batches(task.seed)
+    losses = np.empty(task.steps)
+    cap, diverged, t_step, t_opt = math.inf, False, 0.0, 0.0
+    for t in range(task.steps):
+        batch = next(batches)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = env.loss(model, batch)
+        loss.backward()
+        lv = float(loss.detach())
+        if t == 0:
+            cap = LOSS_CAP * lv
+        if not math.isfinite(lv) or lv > cap:
+            losses[t:] = cap
+            diverged = True
+            break
+        losses[t] = lv
+        t1 = time.perf_counter()
+        if isinstance(opt, L3RS):
+            opt.step(loss=lv)
+        else:
+            opt.step()
+        t_opt += time.perf_counter() - t1
+        if sched is not None:
+            sched.step()
+        t_step += time.perf_counter() - t0
+    out: dict[str, Any] = {
+        "mean_loss": float(losses.mean()), "final_loss": float(losses[-1]),
+        "test_acc": float("nan") if diverged else env.test_accuracy(model),
+        "diverged": diverged, "seed": task.seed,
+    }
+    if task.curve:
+        out["losses"] = losses.tolist()
+    if task.timing:  # wall seconds per step: the whole step, and the optimizer's part
+        out["step_time_s"] = t_step / task.steps
+        out["opt_time_s"] = t_opt / task.steps
+    return out
+
+
+def meta_objective(result: dict[str, Any]) -> float:
+    """What ES minimizes: log of the mean training loss (scale-free across seeds)."""
+    return math.log(max(result["mean_loss"], 1e-12))
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def step_times(env: EnvSpec, specs: dict[str, OptSpec], steps: int = 100, repeats: int = 7,
+               seed: int = 0) -> dict[str, dict[str, float]]:
+    """Median wall time per training step (and per ``optimizer.step``) of each optimizer on the
+    same model and batches, measured in this process on one thread, interleaving the optimizers
+    so that load from elsewhere hits all of them alike."""
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in specs}
+    for name, spec in specs.items():  # warm-up (pretraining, caches)
+        run_inner(Task(env, spec, seed, min(steps, 10)))
+    for _ in range(repeats):
+        for name, spec in specs.items():
+            r = run_inner(Task(env, spec, seed, steps, timing=True))
+            times[name].append((r["step_time_s"], r["opt_time_s"]))
+    return {k: {"step_s": float(np.median([a for a, _ in v])),
+                "optimizer_step_s": float(np.median([b for _, b in v]))}
+            for k, v in times.items()}
+
+
+class Evaluator:
+    """Runs :class:`Task` lists serially (``workers <= 1``) or on a pool of spawned processes.
+
+    Results come back in task order, identical either way. Use as a context manager.
+    """
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, int(workers))
+        self._pool = None
+        self.n_runs = 0
+
+    def __enter__(self) -> "Evaluator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def map(self, tasks: Sequence[Task], desc: str | None = None,
+            progress: bool = False) -> list[dict[str, Any]]:
+        self.n_runs += len(tasks)
+        bar = tqdm(total=len(tasks), desc=desc, leave=False, disable=not progress)
+        out: list[dict[str, Any]] = []
+        if self.workers == 1:
+            for t in tasks:
+                out.append(run_inner(t))
+                bar.update()
+        else:
+            if self._pool is None:
+                self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_init_worker)
+            for r in self._pool.imap(run_inner, tasks, chunksize=1):
+                out.append(r)
+                bar.update()
+        bar.close()
+        return out

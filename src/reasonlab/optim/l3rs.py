@@ -1,0 +1,473 @@
+"""L3RS: a learned layer-wise mix of base optimizers (arXiv:2408.09310, "Narrowing the Focus").
+
+For every parameter tensor (a "layer") l at step t the update is
+
+    Δθ_l = −λ_l(t) · Σ_p μ_{l,p}(t) · d̂_{l,p}
+
+where d̂_{l,p} is the direction of base optimizer p (SGD, heavy-ball momentum, Adam, Lion-style
+sign, RMSprop-style RMS), normalized per tensor to unit RMS so that the mix is scale-free;
+λ_l(t) = base_lr · exp(z_l,0) is a per-layer step size and μ_l(t) = softmax(z_l,1..P) the mixing
+weights. ``z`` is a small learned *linear* function (:class:`MetaModel`) of
+
+* time features ``φ(t)``: a constant plus ``exp(−t/τ)`` for a few absolute step time-scales τ
+  (``time_features="absolute"``, the default: they extrapolate to any horizon, tending to a
+  constant), or polynomial progress ``t/T, (t/T)²`` (``"progress"``, needs the horizon T), or both;
+* state features ``ψ_l(t)`` (optional): log-ratios of EMAs of the loss and of the layer's gradient
+  norm at several decays (a_{k+1} = γ a_k + (1−γ) ξ), and the layer's weight norm relative to its
+  start, clipped to [−3, 3];
+* a layer embedding: each layer has its own row of coefficients on ``φ(t)``.
+
+Base optimizer states are kept exactly as in their own algorithms; the learned part only mixes.
+With ``normalize="none"``, a one-hot mix on ``adam`` and ``base_lr = lr`` the optimizer performs
+exactly ``torch.optim.Adam``'s update (tested).
+
+The meta-parameters are one flat vector (what evolution strategies perturbs); :class:`MetaModel`
+names its slices and saves them as a small safetensors file with the config in its metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from reasonlab.config import ConfigError, check_choice, check_range
+
+DIRECTIONS = ("sgd", "momentum", "adam", "sign", "rms")
+TIME_FEATURES = ("absolute", "progress", "both")
+STEP_MODES = ("layerwise", "constant")  # constant: one learned scalar, no features
+MIX_MODES = ("layerwise", "uniform")  # uniform: fixed equal weights
+STATE_FEATURE_NAMES = ("loss_fast_mid", "loss_mid_slow", "loss_vs_start",
+                       "grad_fast_mid", "grad_mid_slow", "grad_vs_start", "weight_vs_start")
+_CLIP = 3.0
+
+
+@dataclass
+class L3RSConfig:
+    """The shape of the learned optimizer (what its meta-parameters mean)."""
+
+    directions: list[str] = field(default_factory=lambda: ["sgd", "momentum", "adam", "sign"])
+    normalize: str = "rms"  # "rms": each direction to unit RMS per tensor; "none": raw
+    base_lr: float = 0.01  # λ when the log-step output is 0
+    time_features: str = "absolute"
+    time_scales: list[float] = field(default_factory=lambda: [10.0, 30.0, 100.0])
+    horizon: int = 100  # T for the "progress" features only
+    state_features: bool = True
+    step_mode: str = "layerwise"
+    mix_mode: str = "layerwise"
+    ema_decays: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.99])
+    momentum: float = 0.9  # heavy-ball β
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam
+    lion_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    rms_beta: float = 0.99
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not self.directions:
+            raise ConfigError("config key 'directions' must name at least one base direction")
+        for d in self.directions:
+            check_choice("directions", d, DIRECTIONS)
+        if len(set(self.directions)) != len(self.directions):
+            raise ConfigError(f"config key 'directions' has duplicates: {self.directions}")
+        check_choice("normalize", self.normalize, ("rms", "none"))
+        check_range("base_lr", self.base_lr, 0.0, None, lo_open=True)
+        check_choice("time_features", self.time_features, TIME_FEATURES)
+        for s in self.time_scales:
+            check_range("time_scales", s, 0.0, None, lo_open=True)
+        check_range("horizon", self.horizon, 1)
+        check_choice("step_mode", self.step_mode, STEP_MODES)
+        check_choice("mix_mode", self.mix_mode, MIX_MODES)
+        if len(self.ema_decays) != 3:
+            raise ConfigError("config key 'ema_decays' must hold 3 decays (fast, mid, slow)")
+        for name, vals in (("ema_decays", self.ema_decays), ("betas", self.betas),
+                           ("lion_betas", self.lion_betas)):
+            for v in vals:
+                check_range(name, v, 0.0, 1.0)
+        check_range("momentum", self.momentum, 0.0, 1.0)
+        check_range("rms_beta", self.rms_beta, 0.0, 1.0)
+
+    @property
+    def n_time(self) -> int:
+        n = 1
+        if self.time_features in ("absolute", "both"):
+            n += len(self.time_scales)
+        if self.time_features in ("progress", "both"):
+            n += 2
+        return n
+
+    @property
+    def n_state(self) -> int:
+        return len(STATE_FEATURE_NAMES) if self.state_features else 0
+
+
+def time_basis(cfg: L3RSConfig, t: int, horizon: int | None = None) -> torch.Tensor:
+    """φ(t): ``[1, exp(−t/τ)…, t/T, (t/T)²]`` as float64 (t counts steps from 0)."""
+    feats = [1.0]
+    if cfg.time_features in ("absolute", "both"):
+        feats += [math.exp(-t / tau) for tau in cfg.time_scales]
+    if cfg.time_features in ("progress", "both"):
+        s = t / float(horizon or cfg.horizon)
+        feats += [s, s * s]
+    return torch.tensor(feats, dtype=torch.float64)
+
+
+class MetaModel:
+    """The learned function features → (λ, μ): named slices of one flat float64 vector.
+
+    Slices (L layers, K time features, P directions, F state features):
+
+    * ``step_table`` [L, K] (``step_mode="layerwise"``) or ``log_step`` [1] (``"constant"``)
+    * ``mix_table`` [L, P, K] (``mix_mode="layerwise"`` and P > 1)
+    * ``step_state`` [F] and ``mix_state`` [P, F] (state features on), shared by all layers
+
+    All zeros means λ = base_lr everywhere and a uniform mix.
+    """
+
+    def __init__(self, config: L3RSConfig, n_layers: int, theta: Any = None):
+        if n_layers < 1:
+            raise ValueError("n_layers must be at least 1")
+        self.config = config
+        self.n_layers = n_layers
+        self.layout = self._layout()
+        self.size = sum(int(np.prod(s)) for s in self.layout.values())
+        if theta is None:
+            theta = np.zeros(self.size)
+        theta = torch.as_tensor(np.asarray(theta, dtype=np.float64)).reshape(-1).clone()
+        if theta.numel() != self.size:
+            raise ValueError(f"meta-parameter vector has {theta.numel()} entries, "
+                             f"this layout needs {self.size}")
+        self.theta = theta
+        self._slices = self._make_slices()
+
+    def _layout(self) -> dict[str, tuple[int, ...]]:
+        c, L = self.config, self.n_layers
+        P, K, F = len(c.directions), c.n_time, c.n_state
+        out: dict[str, tuple[int, ...]] = {}
+        if c.step_mode == "layerwise":
+            out["step_table"] = (L, K)
+            if F:
+                out["step_state"] = (F,)
+        else:
+            out["log_step"] = (1,)
+        if c.mix_mode == "layerwise" and P > 1:
+            out["mix_table"] = (L, P, K)
+            if F:
+                out["mix_state"] = (P, F)
+        return out
+
+    @property
+    def learns_mix(self) -> bool:
+        return "mix_table" in self.layout
+
+    def slices(self) -> dict[str, torch.Tensor]:
+        """Views of ``theta`` by name, in their shapes (writing to them writes ``theta``)."""
+        return self._slices
+
+    def _make_slices(self) -> dict[str, torch.Tensor]:
+        out, i = {}, 0
+        for name, shape in self.layout.items():
+            n = int(np.prod(shape))
+            out[name] = self.theta[i:i + n].view(shape)
+            i += n
+        return out
+
+    def with_theta(self, theta: Any) -> "MetaModel":
+        return MetaModel(self.config, self.n_layers, theta)
+
+    def coefficients(self, phi: torch.Tensor, psi: torch.Tensor | None = None,
+                     rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """λ [n] and μ [n, P] (float64) for layer ``rows`` (default all L) from time features
+        φ [K] and, when the config uses them, state features ψ [n, F]."""
+        c, s = self.config, self._slices
+        rows = tuple(range(self.n_layers)) if rows is None else tuple(rows)
+        r = self._row_index(rows)
+        n, P = len(rows), len(c.directions)
+        if "step_table" in s:
+            z0 = (s["step_table"] if r is None else s["step_table"][r]) @ phi
+            if "step_state" in s and psi is not None:
+                z0 = z0 + psi @ s["step_state"]
+        else:
+            z0 = s["log_step"].expand(n)
+        lam = c.base_lr * torch.exp(z0)
+        if "mix_table" in s:
+            logits = (s["mix_table"] if r is None else s["mix_table"][r]) @ phi
+            if "mix_state" in s and psi is not None:
+                logits = logits + psi @ s["mix_state"].T
+            mu = torch.softmax(logits, dim=-1)
+        else:
+            mu = torch.full((n, P), 1.0 / P, dtype=torch.float64)
+        return lam, mu
+
+    def _row_index(self, rows: tuple[int, ...]) -> torch.Tensor | None:
+        """An index tensor for ``rows`` (None when they are all rows in order), cached."""
+        if rows == tuple(range(self.n_layers)):
+            return None
+        cache = self.__dict__.setdefault("_row_cache", {})
+        if rows not in cache:
+            cache[rows] = torch.tensor(rows, dtype=torch.long)
+        return cache[rows]
+
+    # -- fixed settings (tests, ablations, the Adam check) -------------------------------------
+    @classmethod
+    def fixed(cls, config: L3RSConfig, n_layers: int,
+              mix: dict[str, float] | None = None, step: float | None = None) -> "MetaModel":
+        """A meta-model with constant λ (``step``, default base_lr) and constant mix weights.
+
+        Zero weights become −inf logits, so a one-hot mix is exact (the other directions get
+        weight 0.0 and are skipped).
+        """
+        m = cls(config, n_layers)
+        s = m.slices()
+        if step is not None:
+            key = "step_table" if "step_table" in s else "log_step"
+            s[key].reshape(-1, s[key].shape[-1])[:, 0] = math.log(step / config.base_lr)
+        if mix is not None:
+            unknown = set(mix) - set(config.directions)
+            if unknown:
+                raise ValueError(f"mix names directions not in the config: {sorted(unknown)}")
+            if not m.learns_mix:
+                raise ValueError("this config has no learned mix (uniform or one direction)")
+            w = torch.tensor([float(mix.get(d, 0.0)) for d in config.directions],
+                             dtype=torch.float64)
+            s["mix_table"][:, :, 0] = torch.log(w / w.sum())
+        return m
+
+    # -- files ------------------------------------------------------------------------------
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write the meta-parameters as safetensors (named slices; config in the metadata)."""
+        from safetensors.torch import save
+
+        from reasonlab.runs import atomic_write_bytes
+
+        meta = {"config": json.dumps(dataclasses.asdict(self.config)),
+                "n_layers": str(self.n_layers), "format": "reasonlab.l3rs/1"}
+        if extra:
+            meta["extra"] = json.dumps(extra, default=str)
+        tensors = {k: v.contiguous().clone() for k, v in self.slices().items()}
+        atomic_write_bytes(path, save(tensors, metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MetaModel":
+        from safetensors import safe_open
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"meta-parameter file not found: {p}")
+        with safe_open(str(p), framework="pt") as f:
+            md = f.metadata() or {}
+            if md.get("format") != "reasonlab.l3rs/1":
+                raise ValueError(f"{p} is not an L3RS meta-parameter file")
+            config = L3RSConfig(**json.loads(md["config"]))
+            m = cls(config, int(md["n_layers"]))
+            for name, view in m.slices().items():
+                view.copy_(f.get_tensor(name))
+        return m
+
+    def describe(self) -> dict[str, Any]:
+        return {"n_layers": self.n_layers, "n_meta_params": self.size,
+                "layout": {k: list(v) for k, v in self.layout.items()}}
+
+
+_BUFFERS = {"momentum": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
+            "sign": ("lion_avg",), "rms": ("rms_avg_sq",), "sgd": ()}
+
+
+class L3RS(torch.optim.Optimizer):
+    """The learned optimizer. Works with any model; each parameter tensor is one "layer".
+
+    ``meta`` gives λ and μ. Tensors are mapped to the meta-model's L layer rows in order; when the
+    model has a different number of tensors, by relative depth (row ``round(i·(L−1)/(n−1))``).
+    Pass the loss with ``step(closure)`` or ``step(loss=...)`` so the loss features see it.
+
+    For speed the base optimizers' states live in flat buffers over all tensors that have
+    gradients (one op per direction instead of one per tensor); ``self.state[p]`` holds views into
+    them, so ``state_dict``/``load_state_dict`` work per parameter as usual. All parameters must
+    share one device and dtype. Bias corrections use the optimizer's global step count.
+    """
+
+    def __init__(self, params: Iterable[Any], meta: MetaModel, horizon: int | None = None):
+        super().__init__(params, {})
+        self.meta = meta
+        self.config = meta.config
+        self.horizon = horizon or meta.config.horizon
+        all_params = [p for g in self.param_groups for p in g["params"]]
+        if len({(p.device, p.dtype) for p in all_params}) > 1:
+            raise ValueError("L3RS needs all parameters on one device with one dtype; "
+                             "use one optimizer per dtype/device")
+        n, L = len(all_params), meta.n_layers
+        self._rows = [i if n == L else round(i * (L - 1) / max(n - 1, 1)) for i in range(n)]
+        self._global: dict[str, Any] = {"step": 0, "loss_ema": None, "loss0": None}
+        self._layout: tuple[int, ...] | None = None  # ids of the tensors in the flat buffers
+        self.last_coefficients: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # -- state (de)serialization ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        g = self._global
+        sd["l3rs"] = {"global": {"step": g["step"], "loss0": g["loss0"],
+                                 "loss_ema": None if g["loss_ema"] is None else list(g["loss_ema"])},
+                      "theta": self.meta.theta.clone(), "n_layers": self.meta.n_layers,
+                      "config": dataclasses.asdict(self.config), "horizon": self.horizon}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("l3rs", None)
+        super().load_state_dict(state_dict)
+        self._layout = None  # rebuild the flat buffers from the loaded per-tensor state
+        if extra is not None:
+            self.meta = MetaModel(L3RSConfig(**extra["config"]), extra["n_layers"],
+                                  extra["theta"].clone())
+            self.config = self.meta.config
+            self.horizon = extra["horizon"]
+            g = extra["global"]
+            self._global = {"step": int(g["step"]), "loss0": g["loss0"],
+                            "loss_ema": None if g["loss_ema"] is None else list(g["loss_ema"])}
+
+    # -- flat buffers ---------------------------------------------------------------------------
+    def _build_layout(self, params: list[torch.Tensor]) -> None:
+        """Concatenate the per-tensor states of ``params`` into flat buffers (zeros where a
+        tensor has none yet) and point ``self.state[p]`` at views of them."""
+        sizes = [p.numel() for p in params]
+        ref = params[0]
+        names = [b for d in self.config.directions for b in _BUFFERS[d]]
+        self._flat = {}
+        for name in names:
+            parts = [self.state[p].get(name, torch.zeros_like(p)).reshape(-1) for p in params]
+            self._flat[name] = torch.cat(parts)
+        for i, p in enumerate(params):
+            st = self.state[p]
+            for name, view in zip(names, (self._flat[n].split(sizes) for n in names)):
+                st[name] = view[i].view_as(p)
+        self._sizes = sizes
+        self._lengths = torch.tensor(sizes, device=ref.device)
+        self._sqrt_numel = torch.tensor(sizes, dtype=torch.float64).sqrt()
+        self._layout = tuple(id(p) for p in params)
+
+    def _segment_norms(self, *xs: torch.Tensor) -> torch.Tensor:
+        """[len(xs), n]: the L2 norm of each tensor's slice of each flat ``x`` (float64, CPU),
+        in one foreach call."""
+        parts = [part for x in xs for part in x.split(self._sizes)]
+        norms = torch.stack(torch._foreach_norm(parts)).double().cpu()
+        return norms.view(len(xs), len(self._sizes))
+
+    # -- features -------------------------------------------------------------------------------
+    def _state_features(self, params: list[torch.Tensor], g: torch.Tensor) -> torch.Tensor:
+        """Update each tensor's grad-norm EMAs; return ψ [n, F]: loss EMA log-ratios (fast/mid,
+        mid/slow, mid/start), grad-norm EMA log-ratios (the same three) and 10·log(‖w‖/‖w₀‖),
+        each clipped to [−3, 3]. Per tensor, ``state["features"]`` holds the three grad-norm
+        EMAs, ‖g₀‖ and ‖w₀‖."""
+        decays = self.config.ema_decays
+        gns, wns = self._segment_norms(g, torch.cat([p.reshape(-1) for p in params])).tolist()
+        le, l0 = self._global["loss_ema"], self._global["loss0"]
+        loss_f = ([0.0] * 3 if le is None else
+                  [_logratio(le[0], le[1]), _logratio(le[1], le[2]), _logratio(le[1], l0)])
+        rows = []
+        for p, gn, wn in zip(params, gns, wns):
+            st = self.state[p]
+            f = st.get("features")
+            if f is None:
+                f = st["features"] = [gn, gn, gn, gn, wn]
+            else:
+                f[:3] = [gm * a + (1 - gm) * gn for gm, a in zip(decays, f[:3])]
+            rows.append(loss_f + [_logratio(f[0], f[1]), _logratio(f[1], f[2]),
+                                  _logratio(f[1], f[3]), _logratio(wn, f[4], scale=10.0)])
+        return torch.tensor(rows, dtype=torch.float64)
+
+    # -- the step -------------------------------------------------------------------------------
+    def _directions(self, g: torch.Tensor, t: int, need: Sequence[bool]
+                    ) -> list[torch.Tensor | None]:
+        """Advance every base optimizer's state (as in its own algorithm) and return its flat
+        direction, or None where no tensor uses it."""
+        c, fb = self.config, self._flat
+        out: list[torch.Tensor | None] = []
+        for name, used in zip(c.directions, need):
+            d: torch.Tensor | None = None
+            if name == "sgd":
+                d = g
+            elif name == "momentum":  # torch.optim.SGD (a zero buffer makes the first one g)
+                d = fb["momentum_buffer"].mul_(c.momentum).add_(g)
+            elif name == "adam":
+                b1, b2 = c.betas
+                m, v = fb["exp_avg"], fb["exp_avg_sq"]
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                if used:
+                    bc1, bc2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+                    d = (m / bc1).div_((v.sqrt() / math.sqrt(bc2)).add_(c.eps))
+            elif name == "sign":  # Lion: sign(β1·m + (1−β1)·g), then m ← β2·m + (1−β2)·g
+                b1, b2 = c.lion_betas
+                m = fb["lion_avg"]
+                if used:
+                    d = torch.lerp(m, g, 1 - b1).sign_()
+                m.lerp_(g, 1 - b2)
+            elif name == "rms":
+                v = fb["rms_avg_sq"]
+                v.mul_(c.rms_beta).addcmul_(g, g, value=1 - c.rms_beta)
+                if used:
+                    bc = 1 - c.rms_beta ** (t + 1)
+                    d = g / (v / bc).sqrt_().add_(c.eps)
+            else:  # pragma: no cover - config validation rules this out
+                raise ValueError(name)
+            out.append(d if used else None)
+        return out
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        c, glob = self.config, self._global
+        t = glob["step"]
+        glob["step"] = t + 1
+        if loss is not None and c.state_features:
+            lv = float(loss)
+            if math.isfinite(lv):
+                if glob["loss_ema"] is None:
+                    glob["loss_ema"], glob["loss0"] = [lv] * 3, lv
+                else:
+                    glob["loss_ema"] = [gm * a + (1 - gm) * lv
+                                        for gm, a in zip(c.ema_decays, glob["loss_ema"])]
+        params, rows, i = [], [], 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    rows.append(self._rows[i])
+                i += 1
+        if not params:
+            return loss
+        if self._layout != tuple(id(p) for p in params):
+            self._build_layout(params)
+        g = torch.cat([p.grad.reshape(-1) for p in params])
+        psi = None
+        if c.state_features:
+            psi = self._state_features(params, g)
+        lam, mu = self.meta.coefficients(time_basis(c, t, self.horizon), psi, rows)
+        self.last_coefficients = (lam, mu)
+
+        used = mu.ne(0).any(0)
+        dirs = [d for d in self._directions(g, t, used.tolist()) if d is not None]
+        coef = mu[:, used].T * lam  # [P_used, n]: λ_l · μ_l,p
+        if c.normalize == "rms":
+            rms = self._segment_norms(*dirs) / self._sqrt_numel
+            coef = coef / (rms + c.eps)
+        coef_el = coef.to(g.dtype).to(g.device).repeat_interleave(
+            self._lengths, dim=1, output_size=g.numel())
+        upd = (coef_el[0] * dirs[0] if len(dirs) == 1 else
+               (coef_el * torch.stack(dirs)).sum(0))
+        torch._foreach_sub_(params, [u.view_as(p) for u, p in zip(upd.split(self._sizes), params)])
+        return loss
+
+
+def _logratio(a: float, b: float | None, scale: float = 1.0) -> float:
+    """``scale · log(a / b)`` clipped to [−3, 3]; 0 when either side is missing or not positive."""
+    if b is None or not (a > 0 and b > 0) or not math.isfinite(a) or not math.isfinite(b):
+        return 0.0
+    return max(-_CLIP, min(_CLIP, scale * math.log(a / b)))

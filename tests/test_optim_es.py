@@ -1,0 +1,119 @@
+"""Meta-training by antithetic ES: determinism, process parallelism, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reasonlab.optim.envs import EnvSpec
+from reasonlab.optim.es import ESConfig, MetaTrainConfig, es_step_plan, meta_train
+from reasonlab.optim.inner import Evaluator, OptSpec, Task
+from reasonlab.optim.l3rs import L3RSConfig, MetaModel
+
+TINY_ENV = {"batch_size": 32, "hidden": [16], "pretrain_steps": 30}
+
+
+def tiny_cfg(steps: int = 4, **es) -> MetaTrainConfig:
+    return MetaTrainConfig(
+        seed=3, env=EnvSpec("digits", TINY_ENV),
+        l3rs=L3RSConfig(directions=["sgd", "adam", "sign"], time_scales=[5.0, 20.0]),
+        es=ESConfig(steps=steps, pairs=2, horizon=20, train_seeds=[0, 1, 2], workers=1, **es))
+
+
+def test_step_plan_is_pure_and_antithetic_pairs_share_seeds():
+    cfg = tiny_cfg()
+    e1, s1 = es_step_plan(cfg, 5, 10)
+    e2, s2 = es_step_plan(cfg, 5, 10)
+    e3, _ = es_step_plan(cfg, 6, 10)
+    assert np.array_equal(e1, e2) and s1 == s2 and not np.array_equal(e1, e3)
+    assert set(s1) <= {0, 1, 2} and len(set(s1)) == len(s1)
+
+
+def test_meta_training_is_deterministic_and_resumes(tmp_path):
+    cfg = tiny_cfg(steps=4)
+    a = meta_train(cfg, tmp_path / "a", progress=False)
+    b = meta_train(cfg, tmp_path / "b", progress=False, max_steps=2)  # "killed" after 2 steps
+    assert (tmp_path / "b" / "checkpoints" / "es_state.json").exists()
+    assert not (tmp_path / "b" / "results.json").exists()
+    b = meta_train(cfg, tmp_path / "b", progress=False)  # resumed
+    assert np.array_equal(a.theta.numpy(), b.theta.numpy())
+    assert np.any(a.theta.numpy() != 0)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["inner_runs"] == 4 * 2 * 2 and res["n_meta_params"] == a.size
+    assert (tmp_path / "a" / "meta_training.png").stat().st_size > 1000
+    loaded = MetaModel.load(tmp_path / "a" / "meta.safetensors")
+    assert np.array_equal(loaded.theta.numpy(), a.theta.numpy())
+
+
+def test_pool_of_processes_gives_the_serial_numbers(tmp_path):
+    cfg = tiny_cfg(steps=2)
+    serial = meta_train(cfg, tmp_path / "serial", progress=False)
+    with Evaluator(2) as ev:
+        par = meta_train(cfg, tmp_path / "par", progress=False, evaluator=ev)
+        # and plain inner runs: same order, same numbers
+        meta = MetaModel(cfg.l3rs, 4)
+        tasks = [Task(cfg.env, OptSpec.from_meta(meta), s, 15) for s in (0, 1, 2)]
+        pooled = [r["mean_loss"] for r in ev.map(tasks)]
+    assert np.array_equal(serial.theta.numpy(), par.theta.numpy())
+    with Evaluator(1) as ev1:
+        assert [r["mean_loss"] for r in ev1.map(tasks)] == pooled
+
+
+def test_es_lowers_the_meta_objective(tmp_path):
+    """A short ES run on a short horizon beats its own starting point on the training seeds."""
+    cfg = MetaTrainConfig(
+        seed=0, env=EnvSpec("digits", TINY_ENV),
+        l3rs=L3RSConfig(directions=["sgd", "adam"], base_lr=0.002, state_features=False,
+                        time_scales=[10.0]),
+        es=ESConfig(steps=15, pairs=4, sigma=0.1, lr=0.1, horizon=30, train_seeds=[0, 1, 2, 3],
+                    workers=1))
+    meta = meta_train(cfg, tmp_path / "m", progress=False)
+    with Evaluator(1) as ev:
+        def mean_loss(m):
+            return np.mean([r["mean_loss"] for r in ev.map(
+                [Task(cfg.env, OptSpec.from_meta(m), s, 30) for s in range(4)])])
+        start, end = mean_loss(MetaModel(cfg.l3rs, 4)), mean_loss(meta)
+    assert end < 0.8 * start
+
+
+def test_killed_cli_meta_training_resumes_from_its_last_step(tmp_path):
+    """SIGKILL a real `reasonlab optimizer meta-train` mid-run, then resume it."""
+    sets = ["es.steps=30", "es.pairs=2", "es.horizon=20", "es.workers=1", "es.train_seeds=[0,1]",
+            "env.options.batch_size=32", "env.options.hidden=[16]",
+            "env.options.pretrain_steps=30", "l3rs.time_scales=[5.0]"]
+    args = [sys.executable, "-m", "reasonlab.cli", "optimizer", "meta-train", "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "checkpoints" / "es_state.json").read_text())
+    assert 2 <= state["step"] < 30
+    subprocess.run(args + ["--out", str(out)], env=env, check=True, capture_output=True)
+    from reasonlab.config import load_config
+
+    uninterrupted = meta_train(load_config(MetaTrainConfig, None, sets), tmp_path / "full",
+                               progress=False)
+    resumed = MetaModel.load(out / "meta.safetensors")
+    assert np.array_equal(resumed.theta.numpy(), uninterrupted.theta.numpy())
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert steps == list(range(30))

@@ -1,0 +1,219 @@
+"""The L3RS optimizer core: exactness against torch optimizers, state, meta-parameter files."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from reasonlab.config import ConfigError
+from reasonlab.optim.baselines import NormalizedSGD
+from reasonlab.optim.l3rs import L3RS, L3RSConfig, MetaModel, time_basis
+
+
+def _net(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 4)).to(dtype)
+
+
+def _data(dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(32, 6, generator=g, dtype=dtype), torch.randint(0, 4, (32,), generator=g)
+
+
+def _train(net, opt, steps, dtype=torch.float64, pass_loss=True):
+    x, y = _data(dtype)
+    traj = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        if isinstance(opt, L3RS) and pass_loss:
+            opt.step(loss=loss)
+        else:
+            opt.step()
+        traj.append([p.detach().clone() for p in net.parameters()])
+    return traj
+
+
+def _max_diff(a, b):
+    return max(float((x - y).abs().max()) for ta, tb in zip(a, b) for x, y in zip(ta, tb))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
+def test_one_hot_adam_mix_reproduces_torch_adam(dtype, tol):
+    """All four directions configured, state features on, mix one-hot on Adam, λ = lr."""
+    lr = 0.01
+    cfg = L3RSConfig(normalize="none", base_lr=lr)
+    meta = MetaModel.fixed(cfg, n_layers=4, mix={"adam": 1.0})
+    a, b = _net(dtype), _net(dtype)
+    ref = _train(a, torch.optim.Adam(a.parameters(), lr=lr), 12, dtype)
+    opt = L3RS(b.parameters(), meta)
+    got = _train(b, opt, 12, dtype)
+    assert _max_diff(ref, got) < tol
+    # the parameters really moved (a trivial pass would also have a zero difference)
+    assert _max_diff(ref[:1], [[p.detach() for p in _net(dtype).parameters()]]) > 1e-3
+    lam, mu = opt.last_coefficients
+    assert torch.all(lam == lr) and torch.all(mu[:, 2] == 1.0) and mu.sum() == mu.shape[0]
+
+
+def test_one_hot_adam_with_other_step_size_and_betas():
+    cfg = L3RSConfig(directions=["adam"], normalize="none", base_lr=0.003, betas=[0.8, 0.99],
+                     state_features=False)
+    a, b = _net(), _net()
+    ref = _train(a, torch.optim.Adam(a.parameters(), lr=0.003, betas=(0.8, 0.99)), 8)
+    got = _train(b, L3RS(b.parameters(), MetaModel(cfg, 4)), 8)
+    assert _max_diff(ref, got) < 1e-13
+
+
+def test_one_hot_momentum_reproduces_sgd_momentum():
+    cfg = L3RSConfig(normalize="none", base_lr=0.05, momentum=0.9)
+    a, b = _net(), _net()
+    ref = _train(a, torch.optim.SGD(a.parameters(), lr=0.05, momentum=0.9), 10)
+    got = _train(b, L3RS(b.parameters(), MetaModel.fixed(cfg, 4, mix={"momentum": 1})), 10)
+    assert _max_diff(ref, got) < 1e-13
+
+
+def test_normalized_sgd_direction_matches_baseline():
+    """One-hot SGD with unit-RMS normalization equals NormalizedSGD without momentum."""
+    cfg = L3RSConfig(normalize="rms", base_lr=0.02, eps=1e-8)
+    a, b = _net(), _net()
+    ref = _train(a, NormalizedSGD(a.parameters(), lr=0.02, momentum=0.0), 6)
+    got = _train(b, L3RS(b.parameters(), MetaModel.fixed(cfg, 4, mix={"sgd": 1})), 6)
+    assert _max_diff(ref, got) < 1e-12
+
+
+def test_sign_direction_is_lion():
+    cfg = L3RSConfig(normalize="none", base_lr=1e-3, lion_betas=[0.9, 0.99])
+    net = _net()
+    opt = L3RS(net.parameters(), MetaModel.fixed(cfg, 4, mix={"sign": 1}))
+    x, y = _data()
+    m = [torch.zeros_like(p) for p in net.parameters()]
+    for _ in range(5):
+        before = [p.detach().clone() for p in net.parameters()]
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        opt.step()
+        for p, p0, g, mi in zip(net.parameters(), before, grads, m):
+            expect = p0 - 1e-3 * torch.sign(0.9 * mi + 0.1 * g)
+            assert torch.allclose(p.detach(), expect, atol=1e-15)
+            mi.mul_(0.99).add_(0.01 * g)
+
+
+def test_mix_is_normalized_and_update_size_is_lambda():
+    """With RMS normalization, a uniform mix of identical directions moves each tensor by
+    exactly λ in RMS; the zero meta-parameters give λ = base_lr and μ = 1/P."""
+    cfg = L3RSConfig(directions=["sgd", "momentum"], normalize="rms", base_lr=0.01,
+                     state_features=False)
+    net = _net()
+    opt = L3RS(net.parameters(), MetaModel(cfg, 4))
+    before = [p.detach().clone() for p in net.parameters()]
+    _train(net, opt, 1)  # first step: momentum buffer == gradient
+    for p, p0 in zip(net.parameters(), before):
+        rms = float((p.detach() - p0).pow(2).mean().sqrt())
+        assert rms == pytest.approx(0.01, rel=1e-6)
+    lam, mu = opt.last_coefficients
+    assert torch.allclose(mu, torch.full_like(mu, 0.5)) and torch.allclose(lam, lam.new_full(
+        lam.shape, 0.01))
+
+
+def test_state_dict_round_trip_continues_identically():
+    cfg = L3RSConfig()
+    meta = MetaModel(cfg, 4, theta=torch.linspace(-0.3, 0.3, MetaModel(cfg, 4).size))
+    a = _net()
+    opt_a = L3RS(a.parameters(), meta)
+    _train(a, opt_a, 5)
+    b = copy.deepcopy(a)
+    buf = io.BytesIO()
+    torch.save(opt_a.state_dict(), buf)
+    buf.seek(0)
+    sd = torch.load(buf, weights_only=True)
+    opt_b = L3RS(b.parameters(), MetaModel(cfg, 4))  # other meta: restored from the state
+    opt_b.load_state_dict(sd)
+    ta, tb = _train(a, opt_a, 5), _train(b, opt_b, 5)
+    assert _max_diff(ta, tb) == 0.0
+    assert torch.equal(opt_b.meta.theta, meta.theta)
+    assert opt_b.state_dict()["l3rs"]["global"]["step"] == 10
+
+
+def test_meta_file_round_trip(tmp_path):
+    cfg = L3RSConfig(directions=["sgd", "adam", "sign"], time_features="both")
+    m = MetaModel(cfg, 6)
+    m = m.with_theta(torch.randn(m.size, generator=torch.Generator().manual_seed(0)))
+    path = tmp_path / "meta.safetensors"
+    m.save(path, extra={"note": "x"})
+    back = MetaModel.load(path)
+    assert torch.equal(back.theta, m.theta)
+    assert back.config == cfg and back.n_layers == 6
+    assert path.stat().st_size < 8000
+    (tmp_path / "other.safetensors").write_bytes(path.read_bytes()[:40])
+    with pytest.raises(Exception):
+        MetaModel.load(tmp_path / "other.safetensors")
+    with pytest.raises(FileNotFoundError):
+        MetaModel.load(tmp_path / "missing.safetensors")
+
+
+def test_layouts_of_the_ablations():
+    full = MetaModel(L3RSConfig(), 6)  # L=6, K=4 time features, P=4, F=7
+    assert full.layout == {"step_table": (6, 4), "step_state": (7,), "mix_table": (6, 4, 4),
+                           "mix_state": (4, 7)}
+    assert full.size == 24 + 7 + 96 + 28
+    step_only = MetaModel(L3RSConfig(mix_mode="uniform", state_features=False), 6)
+    assert step_only.layout == {"step_table": (6, 4)}
+    mix_only = MetaModel(L3RSConfig(step_mode="constant", state_features=False), 6)
+    assert mix_only.layout == {"log_step": (1,), "mix_table": (6, 4, 4)}
+    single = MetaModel(L3RSConfig(directions=["adam"], state_features=False), 6)
+    assert not single.learns_mix and single.size == 24
+    lam, mu = step_only.coefficients(time_basis(step_only.config, 0))
+    assert torch.allclose(mu, torch.full((6, 4), 0.25, dtype=torch.float64))
+
+
+def test_time_features_extrapolate():
+    cfg = L3RSConfig(time_features="absolute", time_scales=[10.0, 100.0])
+    assert time_basis(cfg, 0).tolist() == [1.0, 1.0, 1.0]
+    far = time_basis(cfg, 10**6)
+    assert far.tolist() == pytest.approx([1.0, 0.0, 0.0])
+    both = L3RSConfig(time_features="both", horizon=100)
+    assert time_basis(both, 50).tolist()[-2:] == pytest.approx([0.5, 0.25])
+    assert time_basis(both, 50, horizon=200).tolist()[-2:] == pytest.approx([0.25, 0.0625])
+
+
+def test_tensors_map_to_layer_rows_by_depth():
+    net = _net()  # 4 tensors on a 2-row meta model: rows 0, 0, 1, 1 by relative depth
+    cfg = L3RSConfig(directions=["sgd"], normalize="none", state_features=False)
+    meta = MetaModel(cfg, 2)
+    meta.slices()["step_table"][:, 0] = torch.tensor([0.0, math.log(2.0)])
+    opt = L3RS(net.parameters(), meta)
+    _train(net, opt, 1)
+    lam = opt.last_coefficients[0]
+    assert lam.tolist() == pytest.approx([0.01, 0.01, 0.02, 0.02])  # round(i/3) -> 0, 0, 1, 1
+
+
+def test_parameters_without_gradients_are_left_alone():
+    net = _net()
+    frozen = list(net.parameters())[0]
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    opt = L3RS(net.parameters(), MetaModel(L3RSConfig(), 4))
+    _train(net, opt, 3)
+    assert torch.equal(frozen, before)
+    frozen.requires_grad_(True)  # the flat buffers are rebuilt for the new set of tensors
+    _train(net, opt, 2)
+    assert not torch.equal(frozen, before)
+    assert "exp_avg" in opt.state[frozen]
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="directions"):
+        L3RSConfig(directions=["adam", "nope"])
+    with pytest.raises(ConfigError, match="base_lr"):
+        L3RSConfig(base_lr=0.0)
+    with pytest.raises(ConfigError, match="time_features"):
+        L3RSConfig(time_features="relative")
+    with pytest.raises(ValueError, match="entries"):
+        MetaModel(L3RSConfig(), 6, theta=[0.0, 1.0])
