@@ -1,7 +1,7 @@
 """Benchmark: does rejection sampling + DPO (Llama 3 post-training) improve the tiny solver?
 
-For each seed: train the tiny SkillMath solver (``configs/solver_quick.yaml``, shortened under
-``--quick`` so several seeds fit in CPU minutes), then run ``posttrain run``
+For each seed: train the tiny SkillMath solver (``--quick``: ``configs/posttrain_solver.yaml``, the
+quick-solver recipe shortened so several seeds fit in CPU minutes), then run ``posttrain run``
 (``configs/posttrain_quick.yaml``: rejection sampling with the answer verifier as reward → two
 DPO runs → their weight average) and evaluate the SFT model and the post-trained models greedily
 on the same held-out 1-, 2- and 3-skill test problems. Seeds run in parallel processes (one torch
@@ -27,9 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The quick solver, shortened so three seeds fit: 100 pretraining + 300 SFT steps.
-QUICK_SOLVER_OVERRIDES = ["pretrain.max_steps=100", "sft.max_steps=300",
-                          "eval.sets=[test_k1,test_k2,test_k3]"]
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -42,7 +39,7 @@ def t_interval(xs: list[float]) -> list[float]:
     return [m - half, m + half]
 
 
-def one_seed(seed: int, out: str, solver_overrides: list[str], posttrain_overrides: list[str]) -> dict:
+def one_seed(seed: int, out: str, solver_config: str, posttrain_overrides: list[str]) -> dict:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
@@ -51,8 +48,7 @@ def one_seed(seed: int, out: str, solver_overrides: list[str], posttrain_overrid
     from reasonlab.solver import SolverConfig, run_solver
 
     base = Path(out) / f"seed{seed}"
-    scfg = load_config(SolverConfig, ROOT / "configs" / "solver_quick.yaml",
-                       ["threads=1", f"seed={seed}", *solver_overrides])
+    scfg = load_config(SolverConfig, solver_config, ["threads=1", f"seed={seed}"])
     t0 = time.time()
     sres = run_solver(scfg, base / "solver", progress=False)
     t1 = time.time()
@@ -74,6 +70,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="quick presets (CPU minutes)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=3, help="seeds run in parallel")
+    ap.add_argument("--solver-config", default=None, help="solver preset (default by --quick)")
     ap.add_argument("--out", default="runs/bench_posttrain", help="run directories (resumed)")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="override a posttrain config key (repeatable)")
@@ -86,11 +83,12 @@ def main() -> None:
     from reasonlab.llama.posttrain import PosttrainConfig
     from reasonlab.runs import atomic_write_json
 
-    solver_overrides = QUICK_SOLVER_OVERRIDES if args.quick else []
+    solver_config = args.solver_config or str(
+        ROOT / "configs" / ("posttrain_solver.yaml" if args.quick else "solver_quick.yaml"))
     t0 = time.time()
     load0 = os.getloadavg()
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
-        futs = [ex.submit(one_seed, s, args.out, solver_overrides, args.sets) for s in args.seeds]
+        futs = [ex.submit(one_seed, s, args.out, solver_config, args.sets) for s in args.seeds]
         per_seed = [f.result() for f in futs]
 
     final = per_seed[0]["posttrain"]["final_model"]
@@ -134,7 +132,7 @@ def main() -> None:
         "per_seed": rows,
         "metric": "greedy accuracy on held-out SkillMath test problems (1-, 2- and 3-skill sets "
                   "pooled, up to 300 each); ci95: Student-t over seeds",
-        "solver_preset": "solver_quick" + (" + " + ", ".join(solver_overrides) if solver_overrides else ""),
+        "solver_preset": Path(solver_config).name,
         "posttrain_config": to_dict(pcfg),
         "wall_minutes": (time.time() - t0) / 60,
         "load_avg_at_start": list(load0),

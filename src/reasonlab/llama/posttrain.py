@@ -127,6 +127,7 @@ class PosttrainConfig:
     dpo: DPOConfig = field(default_factory=llama3_dpo_config)
     dpo_runs: int = 2
     average: bool = True
+    eval_models: list[str] = field(default_factory=list)  # e.g. [sft, dpo_0, average]; [] = all
 
     def __post_init__(self) -> None:
         check_range("threads", self.threads, 0, 1024)
@@ -479,6 +480,8 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
         if cfg.eval_data:
             sets = _eval_sets(cfg.eval_data)
             for name, mdir in models.items():
+                if cfg.eval_models and name not in cfg.eval_models:
+                    continue
                 evals[name] = evaluate_sets(mdir, sets, out / "eval" / name, names=cfg.eval_sets,
                                             limit=cfg.eval_limit, max_new_tokens=cfg.eval_max_new_tokens,
                                             batch_size=cfg.eval_batch_size, seed=cfg.seed,
@@ -493,7 +496,7 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
                    "n": r["overall"]["n"]} for s, r in ev.items()},
         }
     final = "average" if "average" in results["models"] else "dpo_0"
-    if results["models"]:
+    if "sft" in results["models"] and final in results["models"]:
         results["final_model"] = final
         results["sft_accuracy"] = results["models"]["sft"]["pooled"]["accuracy"]
         results["rs_dpo_accuracy"] = results["models"][final]["pooled"]["accuracy"]
