@@ -488,7 +488,16 @@ def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
         log.info("[%d/%d] C=%.2e %-10s N=%.3g steps=%d val_loss=%.4f", i + 1, len(todo),
                  p["budget"], p["size"], n, p["steps"], res["val_loss"])
 
-    fits, law, excluded = fit_scaling(points, strict=False, require_interior=cfg.require_interior)
+    extrapolated = False
+    try:
+        fits, law, excluded = fit_scaling(points, strict=False, require_interior=cfg.require_interior)
+    except ValueError as e:
+        if not cfg.require_interior:
+            raise
+        # Fewer than two budgets have their minimum inside the sizes: fit them all, and say so.
+        log.warning("%s; fitting every budget, extrapolated minima included", e)
+        fits, law, excluded = fit_scaling(points, strict=False, require_interior=False)
+        extrapolated = True
     label = cfg.param_count.replace("_", "-")
     plot = plot_isoflops(fits, law, run.path("isoflops.png"), cfg.predict_budget, label)
     results = {
@@ -506,6 +515,8 @@ def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
         "n_budgets_fit": len(fits) - sum(1 for f in fits if f.budget in {e["budget"] for e in excluded}),
         "fits": [f.to_dict() for f in fits],
         "excluded_budgets": excluded,
+        "extrapolated_minima_in_fit": extrapolated or any(
+            not f.interior for f in fits if f.budget not in {e["budget"] for e in excluded}),
         "prediction": {"budget": cfg.predict_budget, "n_opt": float(law(cfg.predict_budget)),
                        "tokens_opt": law.tokens(cfg.predict_budget)},
         "points": points,
