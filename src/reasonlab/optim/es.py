@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from reasonlab.config import ConfigError, check_range
-from reasonlab.optim.envs import EnvSpec, make_env
+from reasonlab.optim.envs import EnvSpec, make_env, one_thread
 from reasonlab.optim.inner import Evaluator, OptSpec, Task, meta_objective
 from reasonlab.optim.l3rs import L3RSConfig, MetaModel
 from reasonlab.runs import Run, atomic_write_json, read_json
@@ -142,6 +142,7 @@ def meta_train(cfg: MetaTrainConfig, out: str | Path, *, evaluator: Evaluator | 
                                                    "inner_runs": 2 * es.pairs * end})
     if done:
         _plot_meta_training(run)
+        plot_schedule(meta, cfg.env, es.train_seeds[0], es.horizon, run.path("schedule.png"))
         run.save_results({"meta_file": "meta.safetensors", "es_steps": es.steps,
                           "inner_runs": es.inner_runs, **meta.describe(),
                           "final_objective": run.metrics()[-1]["objective"]})
@@ -169,6 +170,57 @@ def _plot_meta_training(run: Run) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(run.path("meta_training.png"), dpi=120)
+    plt.close(fig)
+
+
+def trace_coefficients(meta: MetaModel, env: EnvSpec, seed: int, steps: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """λ [steps, n] and μ [steps, n, P] that the learned optimizer uses along one inner run."""
+    from reasonlab.optim.l3rs import L3RS
+
+    e = make_env(env)
+    lams, mus = [], []
+    with one_thread():
+        model = e.make_model(seed)
+        opt = L3RS(model.parameters(), meta, horizon=steps)
+        batches = e.batches(seed)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = e.loss(model, next(batches))
+            loss.backward()
+            opt.step(loss=float(loss.detach()))
+            lam, mu = opt.last_coefficients
+            lams.append(lam.numpy().copy())
+            mus.append(mu.numpy().copy())
+    return np.array(lams), np.array(mus)
+
+
+def plot_schedule(meta: MetaModel, env: EnvSpec, seed: int, steps: int, path: Path) -> None:
+    """Plot the learned per-layer step sizes and mixing weights along one inner run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lam, mu = trace_coefficients(meta, env, seed, steps)
+    names = [n for n, _ in make_env(env).make_model(seed).named_parameters()]
+    dirs = meta.config.directions
+    fig, axes = plt.subplots(1, 1 + len(dirs), figsize=(3.2 * (1 + len(dirs)), 3.2),
+                             squeeze=False)
+    for i, n in enumerate(names):
+        axes[0, 0].plot(lam[:, i], label=n)
+        for j in range(len(dirs)):
+            axes[0, 1 + j].plot(mu[:, i, j], label=n)
+    axes[0, 0].set_yscale("log")
+    axes[0, 0].set_title("step size λ")
+    for j, d in enumerate(dirs):
+        axes[0, 1 + j].set_title(f"mix weight μ[{d}]")
+        axes[0, 1 + j].set_ylim(0, 1)
+    for ax in axes[0]:
+        ax.set_xlabel("step")
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
