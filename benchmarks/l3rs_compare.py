@@ -61,7 +61,8 @@ def _pick(stats: dict) -> dict:
     v = stats["vs_best"]
     return {"train_loss_reduction_vs_best_baseline": round(v["train_loss_reduction"], 4),
             "test_acc_delta_vs_best_baseline": round(v["test_acc_delta"], 3),
-            "wilcoxon_p": float(f"{v['wilcoxon_p']:.3g}"), "wins": f"{v['wins']}/{v['n']}"}
+            "wilcoxon_p": float(f"{v['wilcoxon_p']:.3g}"),
+            "acc_wilcoxon_p": float(f"{v['acc_wilcoxon_p']:.3g}"), "wins": f"{v['wins']}/{v['n']}"}
 
 
 def main() -> None:

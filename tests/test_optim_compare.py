@@ -31,6 +31,7 @@ def test_paired_stats_numbers():
     assert st["test_acc_delta"] == pytest.approx(1.0)
     assert st["wins"] == 6 and st["n"] == 6
     assert st["wilcoxon_p"] == pytest.approx(2 / 2**6)  # exact two-sided, all 6 pairs one way
+    assert st["acc_wilcoxon_p"] == pytest.approx(2 / 2**6)
     assert paired_stats(base, base)["wilcoxon_p"] == 1.0
 
 

@@ -37,14 +37,16 @@ def meta_train_cmd(
 ) -> None:
     """Meta-train L3RS by antithetic ES; writes OUT/meta.safetensors (resumes OUT if it exists)."""
     from reasonlab.optim.es import MetaTrainConfig, meta_train
-    from reasonlab.runs import RunConfigMismatch
+    from reasonlab.runs import RunConfigMismatch, read_json
 
     cfg = build_config(MetaTrainConfig, config, sets)
     try:
         meta = meta_train(cfg, out, max_steps=max_steps, progress=progress)
     except RunConfigMismatch as e:
         fail(str(e))
-    typer.echo(f"meta-parameters ({meta.size}) -> {out / 'meta.safetensors'}")
+    done = read_json(out / "checkpoints" / "es_state.json")["step"]
+    typer.echo(f"{meta.size} meta-parameters after ES step {done}/{cfg.es.steps} -> "
+               f"{out / 'meta.safetensors'}")
 
 
 @optimizer_app.command("compare")

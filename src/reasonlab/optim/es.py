@@ -26,6 +26,7 @@ from reasonlab.config import ConfigError, check_range
 from reasonlab.optim.envs import EnvSpec, make_env, one_thread
 from reasonlab.optim.inner import Evaluator, OptSpec, Task, meta_objective
 from reasonlab.optim.l3rs import L3RSConfig, MetaModel
+from reasonlab.plots import plot_metric_curves
 from reasonlab.runs import Run, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -141,36 +142,13 @@ def meta_train(cfg: MetaTrainConfig, out: str | Path, *, evaluator: Evaluator | 
     meta.save(run.path("meta.safetensors"), extra={"es_step": end, "done": done,
                                                    "inner_runs": 2 * es.pairs * end})
     if done:
-        _plot_meta_training(run)
+        plot_metric_curves(run.metrics(), ["mean_loss"], run.path("meta_training.png"),
+                           title="ES population mean of the inner training loss", log_y=True)
         plot_schedule(meta, cfg.env, es.train_seeds[0], es.horizon, run.path("schedule.png"))
         run.save_results({"meta_file": "meta.safetensors", "es_steps": es.steps,
                           "inner_runs": es.inner_runs, **meta.describe(),
                           "final_objective": run.metrics()[-1]["objective"]})
     return meta
-
-
-def _plot_meta_training(run: Run) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = run.metrics()
-    steps = [r["step"] for r in rows]
-    loss = np.array([r["mean_loss"] for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, loss, alpha=0.35, label="population mean")
-    w = min(10, len(loss))
-    if w > 1:
-        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1:], smooth, label=f"{w}-step average")
-    ax.set_xlabel("ES step")
-    ax.set_ylabel("mean inner training loss")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run.path("meta_training.png"), dpi=120)
-    plt.close(fig)
 
 
 def trace_coefficients(meta: MetaModel, env: EnvSpec, seed: int, steps: int
