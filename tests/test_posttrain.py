@@ -17,6 +17,7 @@ from reasonlab.llama.posttrain import (
     rejection_sample,
     run_dpo,
     run_rejection_sampling,
+    step_reward,
     verifier_reward,
 )
 from reasonlab.lm.base import Generation, LanguageModel
@@ -85,6 +86,24 @@ def test_verifier_reward_reads_the_final_answer():
     assert verifier_reward(p, "2 + 3 = 6\nThe answer is 6.") == 0.0
     assert verifier_reward(p, "The answer is 6.\nQ: What is 1 + 4?\nA: The answer is 5.") == 0.0
     assert verifier_reward(p, "5") == 0.0  # strict: no "The answer is"
+
+
+def test_step_reward_refuses_right_answers_through_wrong_steps():
+    p = _prob("q", "What is 27 / 3? What is that + 5? What is that mod 13?", 1)
+    good = "27 / 3 = 9\n9 + 5 = 14\n14 % 13 = 1\nThe answer is 1."
+    assert step_reward(p, good) == 1.0 and verifier_reward(p, good) == 1.0
+    lucky = "27 / 3 = 11\n11 + 5 = 6\n6 - 1 = 1\nThe answer is 1."
+    assert verifier_reward(p, lucky) == 1.0 and step_reward(p, lucky) == 0.0
+    assert step_reward(p, "27 / 3 = 9\n9 + 5 = 14\n14 % 13 = 1\nThe answer is 2.") == 0.0
+    assert step_reward(p, "27 / 3 = 9\n9 + 5 = 1\nThe answer is 1.") == 0.0  # last line false
+    assert step_reward(p, "The answer is 1.") == 0.0  # no steps
+    q = _prob("r", "avg", 7)
+    assert step_reward(q, "(12 + 4 + 5) / 3 = 7\nThe answer is 7.") == 1.0
+    assert step_reward(_prob("s", "div", 3), "7 / 2 = 3\nThe answer is 3.") == 0.0  # not exact
+    assert step_reward(_prob("t", "x", 1), "__import__('os') = 1\nThe answer is 1.") == 0.0
+    cfg = SamplingConfig(k=4, reward="steps", n_prompts=0)
+    recs = rejection_sample(ScriptedLM(), PROBLEMS, cfg, progress=False)
+    assert [s["reward"] for s in recs[0]["samples"]] == [0.0, 1.0, 0.0, 1.0]
 
 
 def test_rejection_sampling_pairs_right_against_the_most_likely_mistake():

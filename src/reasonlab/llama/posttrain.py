@@ -2,7 +2,9 @@
 
 * **Rejection sampling** (§4.2.2): ``K`` samples per prompt from the current model at a temperature
   around 0.7–1.0; a reward scores each sample (for math: a verifier of the final answer, 1 if it
-  equals the reference, else 0) and the best sample per prompt is kept. Prompts with a correct
+  equals the reference, else 0 — or, for SkillMath, :func:`step_reward`, which also checks every
+  ``expr = n`` line, so a right answer reached through wrong steps is not kept) and the best
+  sample per prompt is kept. Prompts with a correct
   and an incorrect sample give a DPO pair: chosen = the best correct sample (the most likely one
   under the model among the correct), rejected = the incorrect sample the model found most likely
   (its most confident mistake).
@@ -23,11 +25,14 @@ outputs exist.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
 import random
+import re
 import shutil
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -39,6 +44,7 @@ from reasonlab.training.dpo import DPOConfig
 log = logging.getLogger(__name__)
 
 Reward = Callable[[Problem, str], float]
+REWARDS = ("answer", "steps")
 
 
 # --------------------------------------------------------------------------- configs
@@ -56,10 +62,12 @@ class SamplingConfig:
     n_prompts: int = 1000  # prompts drawn (seeded shuffle) from the problems; 0 = all
     stop: list[str] = field(default_factory=lambda: ["\nQ:"])
     answer_format: str = "answer_is"
+    reward: str = "answer"  # answer: final-answer verifier; steps: also every "expr = n" line
     max_pairs_per_prompt: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_choice("sampling.reward", self.reward, REWARDS)
         check_range("sampling.k", self.k, 2, 1024)
         check_range("sampling.temperature", self.temperature, 0.0, 10.0, lo_open=True)
         check_range("sampling.top_p", self.top_p, 0.0, 1.0, lo_open=True)
@@ -148,6 +156,65 @@ def verifier_reward(problem: Problem, completion: str, answer_format: str = "ans
     return 1.0 if ans is not None and is_equivalent(ans, problem.answer) else 0.0
 
 
+_EQ_LINE = re.compile(r"^(?P<lhs>[0-9()+\-*/% ]+)=\s*(?P<rhs>-?\d+)\s*$")
+
+
+def _arith(expr: str) -> Fraction | None:
+    """Exact value of an arithmetic expression of integers with + - * / % and parentheses
+    (``/`` is exact division, ``%`` integer remainder); None when it is not one."""
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError:
+        return None
+
+    def ev(n: ast.AST) -> Fraction:
+        if isinstance(n, ast.Expression):
+            return ev(n.body)
+        if isinstance(n, ast.Constant) and isinstance(n.value, int) and not isinstance(n.value, bool):
+            return Fraction(n.value)
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return -ev(n.operand)
+        if isinstance(n, ast.BinOp):
+            a, b = ev(n.left), ev(n.right)
+            if isinstance(n.op, ast.Add):
+                return a + b
+            if isinstance(n.op, ast.Sub):
+                return a - b
+            if isinstance(n.op, ast.Mult):
+                return a * b
+            if isinstance(n.op, ast.Div) and b != 0:
+                return a / b
+            if isinstance(n.op, ast.Mod) and b != 0 and a.denominator == b.denominator == 1:
+                return Fraction(int(a) % int(b))
+        raise ValueError("not plain arithmetic")
+
+    try:
+        return ev(tree)
+    except (ValueError, RecursionError):
+        return None
+
+
+def step_reward(problem: Problem, completion: str, answer_format: str = "answer_is") -> float:
+    """A process check for SkillMath-style solutions: 1.0 when the final answer is right, every
+    ``expr = n`` line is true arithmetic, and the answer is the last line's result; else 0.0.
+    A right answer reached through wrong steps (a lucky guess) gets no reward."""
+    text = completion.split("\nQ:", 1)[0]
+    if verifier_reward(problem, text, answer_format) < 1.0:
+        return 0.0
+    results = []
+    for line in text.splitlines():
+        if "answer is" in line.lower():
+            break
+        m = _EQ_LINE.match(line.strip())
+        if not m:
+            return 0.0
+        value = _arith(m["lhs"])
+        if value is None or value != int(m["rhs"]):
+            return 0.0
+        results.append(m["rhs"])
+    return 1.0 if results and is_equivalent(results[-1], problem.answer) else 0.0
+
+
 def rejection_sample(lm, problems: Sequence[Problem], cfg: SamplingConfig, *,
                      reward: Reward | None = None,
                      prompt_fn: Callable[[Problem], str] | None = None,
@@ -164,8 +231,10 @@ def rejection_sample(lm, problems: Sequence[Problem], cfg: SamplingConfig, *,
     from reasonlab.data.skillmath import format_prompt
 
     if reward is None:
+        check = step_reward if cfg.reward == "steps" else verifier_reward
+
         def reward(p: Problem, text: str) -> float:
-            return verifier_reward(p, text, cfg.answer_format)
+            return check(p, text, cfg.answer_format)
     prompt_fn = prompt_fn or (lambda p: format_prompt(p.question))
     out: list[dict[str, Any]] = []
     bar = tqdm(total=len(problems), desc="rejection sampling", unit="prompt", disable=not progress)
