@@ -223,6 +223,7 @@ def plot_isoflops(fits: Sequence[IsoFLOPFit], law: PowerLaw, path: str | Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = plt.cm.viridis(np.linspace(0.1, 0.85, max(1, len(fits))))
@@ -232,6 +233,7 @@ def plot_isoflops(fits: Sequence[IsoFLOPFit], law: PowerLaw, path: str | Path,
         ax1.plot(10 ** xs, f.parabola(xs), "-", color=col, alpha=0.7)
         ax1.plot([f.n_opt], [f.loss_opt], "*", color=col, ms=13, mec="k")
     ax1.set_xscale("log")
+    ax1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax1.set_xlabel(f"parameters N ({param_label})")
     ax1.set_ylabel("validation loss (nats/token)")
     ax1.set_title("IsoFLOP curves")
