@@ -6,7 +6,7 @@ budget and a power law through the minima, and writes ``benchmarks/results/scali
 r2, budgets, sizes, the optimal N per budget, the prediction, the machine and the date). The run
 directory (with ``isoflops.png``) is resumed if it exists.
 
-    python benchmarks/scaling.py --quick        # configs/scaling_quick.yaml, ~15 min on 2 cores
+    python benchmarks/scaling.py --quick        # configs/scaling_quick.yaml (30 min on a busy 2-core CPU)
     python benchmarks/scaling.py                # ScalingConfig defaults (larger budgets)
 """
 

@@ -255,7 +255,7 @@ def test_masked_logps_ignore_excluded_positions():
     assert torch.equal(sums.detach(), sums2)
 
 
-def test_excluded_token_id_does_not_change_loss():
+def test_excluded_token_id_does_not_change_loss(one_thread):
     model = _tiny_llama(1).eval()
     ref = _tiny_llama(2).eval()
 
@@ -304,7 +304,16 @@ def test_pair_logps_match_trl_fused_head_end_to_end():
             assert abs(float(ours.loss) - float(theirs)) < 1e-5, (types, float(ours.loss), float(theirs))
 
 
-def test_a_few_dpo_steps_raise_the_margin(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread; two threads on a busy 2-core CPU stall."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_a_few_dpo_steps_raise_the_margin(tmp_path, one_thread):
     from reasonlab.runs import Run
 
     policy = _tiny_llama(0)
@@ -326,7 +335,7 @@ def test_a_few_dpo_steps_raise_the_margin(tmp_path):
     assert res2["history"][-1]["loss"] == hist[-1]["loss"]
 
 
-def test_reference_none_uses_policy_before_updates():
+def test_reference_none_uses_policy_before_updates(one_thread):
     policy = _tiny_llama(0)
     pairs = _pairs(4, 12)
     cfg = DPOConfig(lr=3e-3, epochs=2, batch_size=4, exclude_format_tokens=False)
