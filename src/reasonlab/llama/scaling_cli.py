@@ -14,9 +14,11 @@ def register(app: typer.Typer) -> None:
     @app.command("scaling")
     def scaling(config: Optional[Path] = ConfigOpt, sets: Optional[list[str]] = SetOpt,
                 out: Path = OutOpt) -> None:
-        """IsoFLOP sweep: train every size at every budget (C = 6·N·D), fit a parabola of
-        validation loss vs log N per budget and N*(C) = A·C^alpha; writes results.json and
-        isoflops.png (e.g. --config configs/scaling_quick.yaml)."""
+        """IsoFLOP sweep over model sizes and compute budgets, and the N*(C) = A·C^alpha fit.
+
+        Trains every size at every budget (C = 6·N·D), fits a parabola of validation loss vs
+        log N per budget and N*(C) = A·C^alpha; writes results.json and isoflops.png
+        (e.g. --config configs/scaling_quick.yaml)."""
         from reasonlab.llama.scaling import ScalingConfig, run_scaling
         from reasonlab.runs import RunConfigMismatch
 
