@@ -8,10 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from reasonlab.optim.envs import EnvSpec
 from reasonlab.optim.es import ESConfig, MetaTrainConfig, es_step_plan, meta_train

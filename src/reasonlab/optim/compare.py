@@ -217,11 +217,11 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, evaluator: Evaluator | N
                 n = len(cfg.test_seeds)
                 results = {name: res[i * n:(i + 1) * n] for i, name in enumerate(specs)}
                 atomic_write_json(path, results)
+                run.log(step=None, setting=setting, **{
+                    f"{k}_loss": float(np.mean([r["mean_loss"] for r in v]))
+                    for k, v in results.items()})
             _plot(setting, results, run.path(f"curves_{setting}.png"))
             summary[setting] = summarize(results, cfg.baselines, list(metas))
-            run.log(step=None, setting=setting, best_baseline=summary[setting]["best_baseline"],
-                    **{f"{k}_loss": v["mean_train_loss"]
-                       for k, v in summary[setting]["optimizers"].items()})
     finally:
         if own:
             ev.close()

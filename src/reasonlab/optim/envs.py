@@ -213,10 +213,6 @@ class DigitsEnv:
     def test_accuracy(self, model: nn.Module) -> float:
         return float((model(self.x_test).argmax(-1) == self.y_test).float().mean())
 
-    def train_loss(self, model: nn.Module) -> float:
-        with torch.no_grad():
-            return float(self.loss(model, (self.x_train, self.y_train)))
-
 
 # Environments by name: (config dataclass, builder). A SkillMath/tiny-Llama fine-tuning
 # environment registers here with its own config class.

@@ -13,11 +13,9 @@ is written atomically to the run directory, so a killed meta-training resumes fr
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -71,11 +69,6 @@ def count_layers(env: EnvSpec, seed: int) -> int:
     return sum(1 for _ in make_env(env).make_model(seed).parameters())
 
 
-def _spec(meta: MetaModel, theta: np.ndarray) -> OptSpec:
-    return OptSpec("l3rs", l3rs=dataclasses.asdict(meta.config), n_layers=meta.n_layers,
-                   theta=theta)
-
-
 def es_step_plan(cfg: MetaTrainConfig, step: int, dim: int) -> tuple[np.ndarray, list[int]]:
     """The perturbations [pairs, dim] and inner seeds of ES step ``step`` (pure in (seed, step))."""
     rng = np.random.default_rng([cfg.seed, step])
@@ -117,7 +110,8 @@ def meta_train(cfg: MetaTrainConfig, out: str | Path, *, evaluator: Evaluator | 
             tasks = []
             for e, s in zip(eps, seeds):
                 for sign in (1.0, -1.0):
-                    tasks.append(Task(cfg.env, _spec(meta, theta + sign * es.sigma * e), s,
+                    tasks.append(Task(cfg.env,
+                                      OptSpec.from_meta(meta, theta + sign * es.sigma * e), s,
                                       es.horizon))
             res = ev.map(tasks)
             f = np.array([meta_objective(r) for r in res])

@@ -9,6 +9,7 @@ processes gives the same numbers as a serial loop, in the same order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing as mp
 import time
@@ -38,11 +39,11 @@ class OptSpec:
     theta: Any = None
 
     @classmethod
-    def from_meta(cls, meta: MetaModel) -> "OptSpec":
-        import dataclasses
-
+    def from_meta(cls, meta: MetaModel, theta: Any = None) -> "OptSpec":
+        """L3RS with ``meta``'s config and parameters (or the vector ``theta`` in its layout)."""
+        theta = meta.theta.numpy().copy() if theta is None else np.asarray(theta, np.float64)
         return cls("l3rs", l3rs=dataclasses.asdict(meta.config), n_layers=meta.n_layers,
-                   theta=meta.theta.numpy().copy())
+                   theta=theta)
 
     def build(self, params: Any, horizon: int) -> tuple[torch.optim.Optimizer, Any]:
         if self.kind == "l3rs":
@@ -152,7 +153,6 @@ class Evaluator:
     def __init__(self, workers: int = 1):
         self.workers = max(1, int(workers))
         self._pool = None
-        self.n_runs = 0
 
     def __enter__(self) -> "Evaluator":
         return self
@@ -168,7 +168,6 @@ class Evaluator:
 
     def map(self, tasks: Sequence[Task], desc: str | None = None,
             progress: bool = False) -> list[dict[str, Any]]:
-        self.n_runs += len(tasks)
         bar = tqdm(total=len(tasks), desc=desc, leave=False, disable=not progress)
         out: list[dict[str, Any]] = []
         if self.workers == 1:
