@@ -45,65 +45,62 @@ def schedule(kind: str, horizon: int, final_frac: float = 0.0) -> Callable[[int]
     return f
 
 
-class NormalizedSGD(torch.optim.Optimizer):
+class _PerTensor(torch.optim.Optimizer):
+    """``step`` calls ``_update(p, state, group)`` for every parameter that has a gradient."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, self.state[p], group)
+        return loss
+
+    def _update(self, p: torch.Tensor, st: dict[str, Any], group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class NormalizedSGD(_PerTensor):
     """Heavy-ball momentum whose direction is normalized to unit RMS per tensor (LARS-like
     layer-wise scale-freeness without the weight-norm factor)."""
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.9, eps: float = 1e-8):
         super().__init__(params, {"lr": lr, "momentum": momentum, "eps": eps})
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                buf = st.get("momentum_buffer")
-                if buf is None:
-                    buf = st["momentum_buffer"] = p.grad.clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(p.grad)
-                rms = buf.pow(2).mean().sqrt()
-                p.add_(buf, alpha=-group["lr"] / (float(rms) + group["eps"]))
-        return loss
+    def _update(self, p: torch.Tensor, st: dict[str, Any], group: dict[str, Any]) -> None:
+        buf = st.get("momentum_buffer")
+        if buf is None:
+            buf = st["momentum_buffer"] = p.grad.clone()
+        else:
+            buf.mul_(group["momentum"]).add_(p.grad)
+        rms = buf.pow(2).mean().sqrt()
+        p.add_(buf, alpha=-group["lr"] / (float(rms) + group["eps"]))
 
 
-class Lamb(torch.optim.Optimizer):
+class Lamb(_PerTensor):
     """LAMB without weight decay: the Adam step scaled per tensor by ‖w‖ / ‖adam step‖."""
 
     def __init__(self, params: Iterable[Any], lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
-                st["step"] += 1
-                t = st["step"]
-                st["m"].lerp_(p.grad, 1 - b1)
-                st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                u = (st["m"] / (1 - b1 ** t)) / ((st["v"] / (1 - b2 ** t)).sqrt() + group["eps"])
-                wn, un = float(p.norm()), float(u.norm())
-                trust = wn / un if wn > 0 and un > 0 else 1.0
-                p.add_(u, alpha=-group["lr"] * trust)
-        return loss
+    def _update(self, p: torch.Tensor, st: dict[str, Any], group: dict[str, Any]) -> None:
+        b1, b2 = group["betas"]
+        if not st:
+            st["step"] = 0
+            st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+        st["step"] += 1
+        t = st["step"]
+        st["m"].lerp_(p.grad, 1 - b1)
+        st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+        u = (st["m"] / (1 - b1 ** t)) / ((st["v"] / (1 - b2 ** t)).sqrt() + group["eps"])
+        wn, un = float(p.norm()), float(u.norm())
+        trust = wn / un if wn > 0 and un > 0 else 1.0
+        p.add_(u, alpha=-group["lr"] * trust)
 
 
 def build_baseline(name: str, params: Iterable[Any], hp: dict[str, Any], horizon: int
