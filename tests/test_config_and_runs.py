@@ -100,3 +100,16 @@ def test_read_jsonl_names_file_and_line(tmp_path):
     p.write_text('{"a": 1}\n\n[1]\n')
     with pytest.raises(ValueError, match=r"d.jsonl line 3"):
         list(read_jsonl(p))
+
+
+def test_torch_threads_sets_and_restores():
+    import torch
+
+    from reasonlab.device import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(0):
+        assert torch.get_num_threads() == before

@@ -25,3 +25,18 @@ def autocast(device: torch.device, enabled: bool = True):
     if enabled and supports_bf16(device):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch CPU threads (0 = leave as is), restoring the count after.
+
+    On a busy machine one thread per process can be many times faster than oversubscribed cores.
+    """
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from reasonlab.config import ConfigError, check_range
+from reasonlab.device import torch_threads
 from reasonlab.data.skillmath import SkillMathConfig
 from reasonlab.llama.pretrain import PretrainConfig
 from reasonlab.llama.sft import SFTConfig
@@ -267,19 +268,12 @@ def summarize_solver(evals: dict[str, Any], stages: dict[str, Any]) -> dict[str,
 def run_solver(cfg: SolverConfig, out_dir: str | Path, *, progress: bool = True,
                on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole pipeline into ``out_dir``; returns the results dict."""
-    import torch
-
     from reasonlab.runs import Run
 
     out = Path(out_dir)
     run = Run(out, cfg, cfg.seed, name="solver")
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run_stages(cfg, out, run, progress=progress, on_stage=on_stage)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_stages(cfg: SolverConfig, out: Path, run, *, progress: bool,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.device import torch_threads
 from reasonlab.data.answers import FORMATS, extract_answer, is_equivalent
 from reasonlab.data.problem import Problem
 from reasonlab.training.dpo import DPOConfig
@@ -511,8 +512,6 @@ def pooled_accuracy(evals: dict[str, Any]) -> dict[str, Any]:
 def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Rejection sampling → DPO (``dpo_runs`` seeds) → average, then held-out evaluation of the SFT
     model, every DPO model and the average. Each stage is skipped when its outputs exist."""
-    import torch
-
     from reasonlab.data.skillmath import read_problems
     from reasonlab.lm.local import LocalLM
     from reasonlab.runs import Run
@@ -523,10 +522,7 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
                           "are required")
     out = Path(out_dir)
     run = Run(out, cfg, cfg.seed, name="posttrain")
-    old_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         problems = read_problems(cfg.problems)
         samp = dataclasses.replace(cfg.sampling, seed=cfg.sampling.seed + 1000 * cfg.seed)
         lm = LocalLM.from_pretrained(cfg.model, device=cfg.device, batch_size=samp.batch_size * samp.k)
@@ -555,8 +551,6 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
                                             limit=cfg.eval_limit, max_new_tokens=cfg.eval_max_new_tokens,
                                             batch_size=cfg.eval_batch_size, seed=cfg.seed,
                                             device=cfg.device, progress=progress)
-    finally:
-        torch.set_num_threads(old_threads)
     results: dict[str, Any] = {"rejection": rs, "dpo": dpo_results, "models": {}}
     for name, ev in evals.items():
         results["models"][name] = {
