@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from reasonlab.device import torch_threads
 from reasonlab.config import ConfigError, load_config
 from reasonlab.training.dpo import (
     DPOConfig,
@@ -307,10 +308,8 @@ def test_pair_logps_match_trl_fused_head_end_to_end():
 @pytest.fixture
 def one_thread():
     """Tiny models train fastest on one thread; two threads on a busy 2-core CPU stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(1):  # tiny models: one thread is fastest on a shared CPU
+        yield
 
 
 def test_a_few_dpo_steps_raise_the_margin(tmp_path, one_thread):

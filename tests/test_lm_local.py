@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from reasonlab.device import torch_threads
 from reasonlab.lm import logprobs as F
 from reasonlab.lm.local import LocalLM
 
@@ -16,10 +17,8 @@ PROMPTS = ["Tom has", "The answer is 7 and the quick brown fox", "A train", "Hel
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models run fastest on one thread; several threads crawl on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture()

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from reasonlab.device import torch_threads
 from reasonlab.data.problem import Problem
 from reasonlab.llama.posttrain import (
     SamplingConfig,
@@ -26,10 +27,8 @@ from reasonlab.lm.base import Generation, LanguageModel
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """One torch thread: much faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(1):
+        yield
 
 
 def _prob(pid, q, ans):

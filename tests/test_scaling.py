@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from reasonlab.device import torch_threads
 from reasonlab.config import ConfigError, load_config
 from reasonlab.llama import scaling as S
 
@@ -168,14 +169,8 @@ def test_micro_size_trains_through_pretrain(tmp_path):
     cfg = PretrainConfig(preset="tiny-0.5m", init_from=str(init), seq_len=32, batch_size=8,
                          max_steps=30, lr=3e-3, warmup_steps=3, eval_every=30, eval_batches=4,
                          checkpoint_every=30, distributed="none", device="cpu")
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest on a shared CPU
-    try:
+    with torch_threads(1):  # tiny models: one thread is fastest on a shared CPU
         res = pretrain(cfg, tok, texts[:120], texts[120:], tmp_path / "run")
-    finally:
-        torch.set_num_threads(threads)
     assert res["n_params_non_embedding"] == S.size_params("micro-0.06m", len(tok), "non_embedding")
     assert res["val_loss"] < 0.8 * math.log(len(tok))  # learned something beyond uniform
 

@@ -423,15 +423,10 @@ def _machine() -> dict[str, Any]:
 
 def run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
     """Train the sweep (resuming finished runs), fit, plot, and write ``results.json``."""
-    import torch
+    from reasonlab.device import torch_threads
 
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run_scaling(cfg, out_dir)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:

@@ -106,14 +106,10 @@ class MLP(nn.Module):
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Run torch on one thread inside (results then do not depend on the machine's cores)."""
-    n = torch.get_num_threads()
-    if n != 1:
-        torch.set_num_threads(1)
-    try:
+    from reasonlab.device import torch_threads
+
+    with torch_threads(1):
         yield
-    finally:
-        if n != 1:
-            torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=1)
