@@ -113,3 +113,18 @@ def test_torch_threads_sets_and_restores():
     assert torch.get_num_threads() == before
     with torch_threads(0):
         assert torch.get_num_threads() == before
+
+
+def test_posttrain_commands_report_bad_inputs_cleanly(tmp_path):
+    (tmp_path / "model").mkdir()
+    r = runner.invoke(app, ["posttrain", "dpo", "--out", str(tmp_path / "d"), "--set", f"model={tmp_path / 'model'}",
+                            "--set", f"pairs={tmp_path / 'missing.jsonl'}"])
+    assert r.exit_code == 2 and "missing.jsonl" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{oops\n')
+    r = runner.invoke(app, ["posttrain", "dpo", "--out", str(tmp_path / "d"), "--set", f"model={tmp_path / 'model'}",
+                            "--set", f"pairs={bad}"])
+    assert r.exit_code == 2 and "pairs.jsonl line 2" in r.output
+    r = runner.invoke(app, ["posttrain", "average", "--out", str(tmp_path / "a"),
+                            "--set", f"models={tmp_path / 'nope1'},{tmp_path / 'nope2'}"])
+    assert r.exit_code == 2 and "nope1" in r.output

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Iterator, Optional, TypeVar
 
 import typer
 
@@ -30,3 +31,15 @@ def fail(message: str) -> None:
     """Print an error and exit with status 2."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors bad input raises (missing file, bad value or key, a run directory made
+    with another config) into a one-line message and exit status 2 instead of a traceback."""
+    from reasonlab.runs import RunConfigMismatch
+
+    try:
+        yield
+    except (FileNotFoundError, ValueError, KeyError, RunConfigMismatch) as e:
+        fail(str(e))

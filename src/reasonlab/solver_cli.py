@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -18,14 +18,10 @@ def register(app: typer.Typer) -> None:
 
         Rerunning on the same --out resumes: finished stages are skipped.
         """
-        from reasonlab.runs import RunConfigMismatch
         from reasonlab.solver import SolverConfig, format_solver_table, run_solver
 
         cfg = build_config(SolverConfig, config, set_)
-        try:
+        with user_errors():
             res = run_solver(cfg, out)
-        except (FileNotFoundError, ValueError, KeyError, RunConfigMismatch) as e:
-            fail(str(e))
-            return
         typer.echo(format_solver_table(res))
         typer.echo(f"train minutes: {res['train_minutes']:.2f}  results: {out / 'results.json'}")

@@ -512,8 +512,10 @@ def generate(cfg: SkillMathConfig) -> dict[str, list[Problem]]:
     """All splits: train, val, test, test_template, test_pair (no question in two splits)."""
     out: dict[str, list[Problem]] = {}
     seen: set[str] = set()
+    # The test and validation splits are drawn before train, so they do not change when n_train
+    # grows, and a skill with few distinct questions keeps its share of held-out problems.
     plan: list[tuple[str, int, dict[str, Any]]] = [
-        ("train", cfg.n_train, {}), ("val", cfg.n_val, {}), ("test", cfg.n_test, {}),
+        ("test", cfg.n_test, {}), ("val", cfg.n_val, {}), ("train", cfg.n_train, {}),
         ("test_template", cfg.n_test_template if cfg.heldout_template >= 0 else 0,
          {"templates": [cfg.heldout_template]}),
         ("test_pair", cfg.n_test_pair if cfg.pairs else 0, {"force_pairs": cfg.pairs}),
@@ -523,7 +525,7 @@ def generate(cfg: SkillMathConfig) -> dict[str, list[Problem]]:
                                 exclude_questions=seen, **kw)
         seen.update(p.question for p in probs)
         out[split] = probs
-    return out
+    return {s: out[s] for s in SPLITS}
 
 
 def render(problem: Problem, variant: int | None = None, template: int | None = None) -> Problem:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -40,10 +40,8 @@ def _run_job(job_cls: str, runner: str, out: Path, config: Optional[Path], sets:
     from reasonlab.llama import jobs
 
     job = build_config(getattr(jobs, job_cls), config, sets)
-    try:
+    with user_errors():
         typer.echo(jobs.print_results(getattr(jobs, runner)(job, out)))
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        fail(str(e))
 
 
 def register_generate(app: typer.Typer) -> None:

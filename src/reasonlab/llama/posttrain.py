@@ -365,6 +365,9 @@ def average_models(sources: Sequence[str | Path], out_dir: str | Path, *,
 
     if len(sources) < 1:
         raise ValueError("average: give at least one model")
+    missing = [str(s) for s in sources if not Path(s).exists()]
+    if missing:
+        raise FileNotFoundError(f"average: model not found: {', '.join(missing)}")
     if base is None:
         base = next((Path(s) for s in sources if (Path(s) / "config.json").exists()), None)
         if base is None:

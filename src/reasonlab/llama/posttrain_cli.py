@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail, user_errors
 
 
 def _threads(n: int) -> None:
@@ -35,13 +35,10 @@ def register(app: typer.Typer) -> None:
         if not job.model or not job.problems:
             fail("config keys 'model' (HF model dir) and 'problems' (JSONL) are required")
         _threads(job.threads)
-        try:
+        with user_errors():
             lm = LocalLM.from_pretrained(job.model, device=job.device,
                                          batch_size=job.sampling.batch_size * job.sampling.k)
             res = run_rejection_sampling(lm, read_problems(job.problems), job.sampling, out)
-        except (FileNotFoundError, ValueError) as e:
-            fail(str(e))
-            return
         typer.echo(json.dumps(res, indent=2))
 
     @pt.command("dpo")
@@ -54,11 +51,8 @@ def register(app: typer.Typer) -> None:
         if not job.model or not job.pairs:
             fail("config keys 'model' (HF model dir) and 'pairs' (pairs.jsonl) are required")
         _threads(job.threads)
-        try:
+        with user_errors():
             res = run_dpo(job.model, read_pairs(job.pairs), job.dpo, out, device=job.device)
-        except (FileNotFoundError, ValueError) as e:
-            fail(str(e))
-            return
         typer.echo(json.dumps(res, indent=2))
 
     @pt.command("average")
@@ -70,27 +64,19 @@ def register(app: typer.Typer) -> None:
         job = build_config(AverageJob, config, set_)
         if not job.models:
             fail("config key 'models' is empty: give models=DIR1,DIR2,...")
-        try:
+        with user_errors():
             path = average_models(job.models, out, weights=job.weights or None, base=job.base)
-        except (FileNotFoundError, ValueError) as e:
-            fail(str(e))
-            return
         typer.echo(str(path))
 
     @pt.command("run")
     def run_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
                 set_: Optional[list[str]] = SetOpt) -> None:
         """The whole loop on an SFT model: rejection sampling → DPO runs → average → evaluation."""
-        from reasonlab.config import ConfigError
         from reasonlab.llama.posttrain import PosttrainConfig, run_posttrain
-        from reasonlab.runs import RunConfigMismatch
 
         cfg = build_config(PosttrainConfig, config, set_)
-        try:
+        with user_errors():
             res = run_posttrain(cfg, out)
-        except (FileNotFoundError, ValueError, ConfigError, RunConfigMismatch) as e:
-            fail(str(e))
-            return
         for name, m in res.get("models", {}).items():
             p = m["pooled"]
             typer.echo(f"{name:10s} held-out accuracy {p['accuracy']:.3f} "
