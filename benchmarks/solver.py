@@ -50,6 +50,8 @@ def main() -> None:
     out = Path(args.out)
 
     def tps(stage: str) -> float | None:
+        if not (out / stage / "metrics.jsonl").exists():  # a stage the preset skips
+            return None
         vals = [m["tokens_per_s"] for m in read_jsonl(out / stage / "metrics.jsonl")
                 if "tokens_per_s" in m]
         return statistics.median(vals) if vals else None
