@@ -157,24 +157,19 @@ def evaluate(model: Any, problems: Sequence[Problem], *, k: int = 1, temperature
     Batch ``b`` is generated with ``seed + b`` so sampled runs repeat exactly. ``on_batch`` gets
     each batch's records as soon as they are scored (used to save progress).
     """
-    from tqdm.auto import tqdm
+    from reasonlab.lm.base import generate_in_batches
 
     records: list[dict[str, Any]] = []
-    batches = [problems[i:i + batch_size] for i in range(0, len(problems), batch_size)]
-    bar = tqdm(total=len(problems), desc="accuracy", unit="problem", disable=not progress)
-    for b, batch in enumerate(batches):
-        prompts = [make_prompt(model, p, prompt_format) for p in batch for _ in range(k)]
-        gens = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_p=top_p, stop=list(stop) if stop else None, seed=seed + b)
-        if len(gens) != len(prompts):
-            raise RuntimeError(f"model returned {len(gens)} generations for {len(prompts)} prompts")
-        recs = [score_problem(p, [g.text for g in gens[i * k:(i + 1) * k]], answer_format)
-                for i, p in enumerate(batch)]
+    prompts = [make_prompt(model, p, prompt_format) for p in problems]
+    for start, groups in generate_in_batches(
+            model, prompts, k=k, batch_size=batch_size, seed=seed, desc="accuracy", unit="problem",
+            progress=progress, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            stop=list(stop) if stop else None):
+        recs = [score_problem(p, [g.text for g in gens], answer_format)
+                for p, gens in zip(problems[start:start + len(groups)], groups)]
         records.extend(recs)
         if on_batch is not None:
             on_batch(recs)
-        bar.update(len(batch))
-    bar.close()
     return records
 
 

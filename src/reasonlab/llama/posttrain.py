@@ -227,9 +227,8 @@ def rejection_sample(lm, problems: Sequence[Problem], cfg: SamplingConfig, *,
     (``text``, ``reward``, ``logprob``, ``n_tokens``). Batch ``b`` is sampled with
     ``cfg.seed + b``, so a run repeats exactly.
     """
-    from tqdm.auto import tqdm
-
     from reasonlab.data.skillmath import format_prompt
+    from reasonlab.lm.base import generate_in_batches
 
     if reward is None:
         check = step_reward if cfg.reward == "steps" else verifier_reward
@@ -237,29 +236,22 @@ def rejection_sample(lm, problems: Sequence[Problem], cfg: SamplingConfig, *,
         def reward(p: Problem, text: str) -> float:
             return check(p, text, cfg.answer_format)
     prompt_fn = prompt_fn or (lambda p: format_prompt(p.question))
+    prompts = [prompt_fn(p) for p in problems]
     out: list[dict[str, Any]] = []
-    bar = tqdm(total=len(problems), desc="rejection sampling", unit="prompt", disable=not progress)
-    for b, start in enumerate(range(0, len(problems), cfg.batch_size)):
-        batch = problems[start:start + cfg.batch_size]
-        prompts = [prompt_fn(p) for p in batch]
-        gens = lm.generate([pr for pr in prompts for _ in range(cfg.k)],
-                           max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                           top_p=cfg.top_p, stop=list(cfg.stop) or None, seed=cfg.seed + b)
-        if len(gens) != len(batch) * cfg.k:
-            raise RuntimeError(f"model returned {len(gens)} samples for {len(batch) * cfg.k} prompts")
+    for start, groups in generate_in_batches(
+            lm, prompts, k=cfg.k, batch_size=cfg.batch_size, seed=cfg.seed,
+            desc="rejection sampling", progress=progress, max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature, top_p=cfg.top_p, stop=list(cfg.stop) or None):
         recs = []
-        for i, (p, pr) in enumerate(zip(batch, prompts)):
-            samples = []
-            for g in gens[i * cfg.k:(i + 1) * cfg.k]:
-                samples.append({"text": g.text, "reward": float(reward(p, g.text)),
-                                "logprob": float(sum(g.logprobs)), "n_tokens": len(g.token_ids)})
+        for p, pr, gens in zip(problems[start:start + len(groups)], prompts[start:], groups):
+            samples = [{"text": g.text, "reward": float(reward(p, g.text)),
+                        "logprob": float(sum(g.logprobs)), "n_tokens": len(g.token_ids)}
+                       for g in gens]
             recs.append({"id": p.id, "prompt": pr, "answer": p.answer, "skills": list(p.skills),
                          "samples": samples})
         out.extend(recs)
         if on_batch is not None:
             on_batch(recs)
-        bar.update(len(batch))
-    bar.close()
     return out
 
 

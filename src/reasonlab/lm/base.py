@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -71,3 +71,27 @@ class LanguageModel(abc.ABC):
     def complete(self, prompts: Sequence[str], **gen_kwargs) -> list[str]:
         """Texts only (convenience over :meth:`generate`)."""
         return [g.text for g in self.generate(prompts, **gen_kwargs)]
+
+
+def generate_in_batches(model: "LanguageModel", prompts: Sequence[str], *, k: int = 1,
+                        batch_size: int = 16, seed: int = 0, desc: str = "generate",
+                        unit: str = "prompt", progress: bool = True,
+                        **generate_kwargs: Any) -> Iterator[tuple[int, list[list[Generation]]]]:
+    """``k`` generations per prompt, ``batch_size`` prompts per ``model.generate`` call.
+
+    Yields ``(start, groups)``: the index of the batch's first prompt and, per prompt of the
+    batch, its ``k`` generations. Batch ``b`` is generated with ``seed + b``, so sampled runs
+    repeat exactly; a progress bar counts prompts.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(prompts), desc=desc, unit=unit, disable=not progress)
+    for b, start in enumerate(range(0, len(prompts), batch_size)):
+        batch = prompts[start:start + batch_size]
+        rows = [pr for pr in batch for _ in range(k)]
+        gens = model.generate(rows, seed=seed + b, **generate_kwargs)
+        if len(gens) != len(rows):
+            raise RuntimeError(f"model returned {len(gens)} generations for {len(rows)} prompts")
+        yield start, [list(gens[i * k:(i + 1) * k]) for i in range(len(batch))]
+        bar.update(len(batch))
+    bar.close()
