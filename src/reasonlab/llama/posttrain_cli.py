@@ -11,13 +11,6 @@ import typer
 from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail, user_errors
 
 
-def _threads(n: int) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
-
-
 def register(app: typer.Typer) -> None:
     pt = typer.Typer(help="Llama 3 post-training: rejection sampling, DPO, weight averaging.",
                      no_args_is_help=True)
@@ -28,14 +21,14 @@ def register(app: typer.Typer) -> None:
                              set_: Optional[list[str]] = SetOpt) -> None:
         """K samples per prompt, scored by the answer verifier; writes samples, best and DPO pairs."""
         from reasonlab.data.skillmath import read_problems
+        from reasonlab.device import torch_threads
         from reasonlab.llama.posttrain import RejectionJob, run_rejection_sampling
         from reasonlab.lm.local import LocalLM
 
         job = build_config(RejectionJob, config, set_)
         if not job.model or not job.problems:
             fail("config keys 'model' (HF model dir) and 'problems' (JSONL) are required")
-        _threads(job.threads)
-        with user_errors():
+        with torch_threads(job.threads), user_errors():
             lm = LocalLM.from_pretrained(job.model, device=job.device,
                                          batch_size=job.sampling.batch_size * job.sampling.k)
             res = run_rejection_sampling(lm, read_problems(job.problems), job.sampling, out)
@@ -45,13 +38,13 @@ def register(app: typer.Typer) -> None:
     def dpo_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
                 set_: Optional[list[str]] = SetOpt) -> None:
         """DPO (β=0.1, formatting tokens masked, NLL 0.2) on a pairs.jsonl; writes OUT/model."""
+        from reasonlab.device import torch_threads
         from reasonlab.llama.posttrain import DPOJob, read_pairs, run_dpo
 
         job = build_config(DPOJob, config, set_)
         if not job.model or not job.pairs:
             fail("config keys 'model' (HF model dir) and 'pairs' (pairs.jsonl) are required")
-        _threads(job.threads)
-        with user_errors():
+        with torch_threads(job.threads), user_errors():
             res = run_dpo(job.model, read_pairs(job.pairs), job.dpo, out, device=job.device)
         typer.echo(json.dumps(res, indent=2))
 
