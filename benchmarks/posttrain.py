@@ -1,10 +1,10 @@
 """Benchmark: does rejection sampling + DPO (Llama 3 post-training) improve the tiny solver?
 
 For each seed: train the tiny SkillMath solver (``--quick``: ``configs/posttrain_solver.yaml``, the
-quick-solver recipe shortened so several seeds fit in CPU minutes), then run ``posttrain run``
+quick-solver recipe stopped at 600 SFT steps, so the model is partly right), then run ``posttrain run``
 (``configs/posttrain_quick.yaml``: rejection sampling with the answer verifier as reward → two
 DPO runs → their weight average) and evaluate the SFT model and the post-trained models greedily
-on the same held-out 1-, 2- and 3-skill test problems. Seeds run in parallel processes (one torch
+on the same held-out test problems (the config's ``eval_sets``). Seeds run in parallel processes (one torch
 thread each). Writes ``benchmarks/results/posttrain.json``: mean accuracy over seeds of the SFT
 model and of the post-trained model with 95% t-intervals over seeds, the paired difference, and
 every per-seed number (each with its Wilson interval over problems).
@@ -130,8 +130,8 @@ def main() -> None:
                         for name in models},
         "seeds": args.seeds,
         "per_seed": rows,
-        "metric": "greedy accuracy on held-out SkillMath test problems (1-, 2- and 3-skill sets "
-                  "pooled, up to 300 each); ci95: Student-t over seeds",
+        "metric": ("greedy accuracy on held-out SkillMath test problems ("
+                   + ", ".join(pcfg.eval_sets) + " pooled, up to 300 each); ci95: Student-t over seeds"),
         "solver_preset": Path(solver_config).name,
         "posttrain_config": to_dict(pcfg),
         "wall_minutes": (time.time() - t0) / 60,
