@@ -128,3 +128,8 @@ def test_posttrain_commands_report_bad_inputs_cleanly(tmp_path):
     r = runner.invoke(app, ["posttrain", "average", "--out", str(tmp_path / "a"),
                             "--set", f"models={tmp_path / 'nope1'},{tmp_path / 'nope2'}"])
     assert r.exit_code == 2 and "nope1" in r.output
+    best = tmp_path / "best.jsonl"
+    best.write_text('{"prompt": "Q: 1 + 1?\\nA: ", "reward": 1.0}\n')
+    r = runner.invoke(app, ["posttrain", "rs-sft", "--out", str(tmp_path / "r"),
+                            "--set", f"model={tmp_path / 'model'}", "--set", f"best={best}"])
+    assert r.exit_code == 2 and "record 1" in r.output and "'completion'" in r.output

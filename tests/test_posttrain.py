@@ -16,8 +16,10 @@ from reasonlab.llama.posttrain import (
     build_pairs,
     llama3_dpo_config,
     rejection_sample,
+    rs_sft_config,
     run_dpo,
     run_rejection_sampling,
+    run_rs_sft,
     step_reward,
     verifier_reward,
 )
@@ -201,3 +203,63 @@ def test_dpo_on_rejection_pairs_raises_the_chosen_margin(tmp_path, tiny_tokenize
     assert (tmp_path / "dpo" / "model" / "model.safetensors").exists()
     again = run_dpo(tmp_path / "sft", pairs, cfg, tmp_path / "dpo")  # done: skipped
     assert again == res
+
+
+def test_rs_sft_trains_on_the_kept_samples_only(tmp_path, tiny_tokenizer):
+    from conftest import build_tiny_model
+
+    from reasonlab.lm.local import LocalLM
+
+    model = build_tiny_model(tiny_tokenizer, seed=0)
+    model.save_pretrained(str(tmp_path / "sft"))
+    tiny_tokenizer.save_pretrained(str(tmp_path / "sft"))
+    best = best_samples(rejection_sample(ScriptedLM(), PROBLEMS, SamplingConfig(k=4, n_prompts=0),
+                                         progress=False))
+    best.append({"id": "bad", "prompt": "Q: What is 1 + 1?\nA: ", "completion": "no idea",
+                 "reward": 0.0})
+    kept = [(b["prompt"], b["completion"]) for b in best if b["reward"] > 0.5]
+    assert len(kept) == 3
+
+    def mean_lp(path, pairs):
+        lm = LocalLM.from_pretrained(path, device="cpu")
+        scored = lm.score([p for p, _ in pairs], [c for _, c in pairs])
+        return sum(s.total / sum(s.mask) for s in scored) / len(scored)
+
+    cfg = rs_sft_config(lr=3e-3, max_steps=12, batch_size=2, warmup_steps=1)
+    res = run_rs_sft(tmp_path / "sft", best, cfg, tmp_path / "rs_sft")
+    assert res["examples"] == 3 and res["steps"] == 12
+    before, after = mean_lp(tmp_path / "sft", kept), mean_lp(tmp_path / "rs_sft" / "model", kept)
+    assert after > before + 0.5  # the kept solutions became much more likely
+    dropped = [("Q: What is 1 + 1?\nA: ", "no idea")]
+    assert mean_lp(tmp_path / "rs_sft" / "model", dropped) < after  # the rejected one was not trained
+    assert run_rs_sft(tmp_path / "sft", best, cfg, tmp_path / "rs_sft") == res  # done: skipped
+    with pytest.raises(ValueError, match="no kept samples"):
+        run_rs_sft(tmp_path / "sft", best[-1:], cfg, tmp_path / "none")
+
+
+def test_posttrain_run_with_rs_sft_starts_dpo_from_the_rs_sft_model(tmp_path, tiny_tokenizer,
+                                                                     monkeypatch):
+    from conftest import build_tiny_model
+
+    from reasonlab.data.skillmath import write_splits
+    from reasonlab.llama.posttrain import PosttrainConfig, run_posttrain
+    from reasonlab.lm.local import LocalLM
+
+    model = build_tiny_model(tiny_tokenizer, seed=0)
+    model.save_pretrained(str(tmp_path / "sft"))
+    tiny_tokenizer.save_pretrained(str(tmp_path / "sft"))
+    write_splits({"train": PROBLEMS}, tmp_path / "data")
+    loaded = []
+    monkeypatch.setattr(LocalLM, "from_pretrained",
+                        classmethod(lambda cls, path, **kw: loaded.append(str(path)) or ScriptedLM()))
+    cfg = PosttrainConfig(model=str(tmp_path / "sft"), problems=str(tmp_path / "data" / "train.jsonl"),
+                          threads=1, sampling=SamplingConfig(k=4, n_prompts=0),
+                          do_rs_sft=True, rs_sft=rs_sft_config(max_steps=3, batch_size=2),
+                          dpo=llama3_dpo_config(epochs=1, batch_size=2), dpo_runs=1)
+    res = run_posttrain(cfg, tmp_path / "pt", progress=False)
+    assert loaded == [str(tmp_path / "sft"), str(tmp_path / "pt" / "rs_sft" / "model")]
+    assert res["rs_sft"]["examples"] == 3 and res["rs_sft"]["steps"] == 3
+    assert res["rejection"]["rs_sft_model"]["pairs"] == 2
+    assert (tmp_path / "pt" / "rejection_rs_sft" / "pairs.jsonl").exists()
+    assert res["dpo"][0]["pairs"] == 2
+    assert res["dpo"][0]["init_from"] == str(tmp_path / "pt" / "rs_sft" / "model")

@@ -8,18 +8,22 @@
   and an incorrect sample give a DPO pair: chosen = the best correct sample (the most likely one
   under the model among the correct), rejected = the incorrect sample the model found most likely
   (its most confident mistake).
+* **SFT on rejection-sampled data** (§4.2.2, §4.3.3): the kept best samples (reward 1) become SFT
+  data for the next model (optional, ``do_rs_sft``); its preference pairs are then sampled again
+  from that model, since Llama 3 collects preference data on the latest models.
 * **DPO** (§4.1.4): β = 0.1, formatting tokens (headers, ``<|eot_id|>``, BOS) masked out of both
   log-ratios, an NLL term on the chosen answer with weight 0.2 — :mod:`reasonlab.training.dpo`.
-  The reference is the starting model (its log-probs are computed once, before any update).
+  The reference is the starting model (its log-probs are computed once, before any update):
+  the SFT model, or the RS-SFT model when that stage runs.
 * **Weight averaging** (§4.1.5): the element-wise mean of the state dicts of several models that
   share an architecture and a starting point (DPO runs with different seeds or data, or the last
   checkpoints of one run).
 
 Pure cores: :func:`verifier_reward`, :func:`rejection_sample` (any
 :class:`~reasonlab.lm.base.LanguageModel`), :func:`build_pairs`, :func:`best_samples`,
-:func:`average_state_dicts`. Runners: :func:`run_rejection_sampling`, :func:`run_dpo`,
-:func:`average_models` and :func:`run_posttrain` (all of it on one SFT model, with evaluation of
-every model on held-out SkillMath sets); each writes a run directory and is skipped when its
+:func:`average_state_dicts`. Runners: :func:`run_rejection_sampling`, :func:`run_rs_sft`,
+:func:`run_dpo`, :func:`average_models` and :func:`run_posttrain` (all of it on one SFT model, with
+evaluation of every model on held-out SkillMath sets); each writes a run directory and is skipped when its
 outputs exist.
 """
 
@@ -40,6 +44,7 @@ from reasonlab.config import ConfigError, check_choice, check_range
 from reasonlab.device import torch_threads
 from reasonlab.data.answers import FORMATS, extract_answer, is_equivalent
 from reasonlab.data.problem import Problem
+from reasonlab.llama.sft import SFTConfig
 from reasonlab.training.dpo import DPOConfig
 
 log = logging.getLogger(__name__)
@@ -86,6 +91,14 @@ def llama3_dpo_config(**kw: Any) -> DPOConfig:
     return DPOConfig(**base)
 
 
+def rs_sft_config(**kw: Any) -> SFTConfig:
+    """A short SFT on a few hundred kept samples: small batch, low LR, a couple of epochs."""
+    base = dict(seq_len=256, batch_size=16, max_steps=40, lr=3e-4, warmup_steps=5,
+                min_lr_ratio=0.1, eval_every=1000, checkpoint_every=1000, log_every=5, device="cpu")
+    base.update(kw)
+    return SFTConfig(**base)
+
+
 @dataclass
 class RejectionJob:
     """``reasonlab posttrain rejection-sample``: sample, score and pair on a problem file."""
@@ -94,6 +107,16 @@ class RejectionJob:
     problems: str = ""  # JSONL of problems (question, answer), e.g. a SkillMath train split
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     device: str = "cpu"
+    threads: int = 0
+
+
+@dataclass
+class RSSFTJob:
+    """``reasonlab posttrain rs-sft``: SFT on the kept samples (a best.jsonl) of rejection sampling."""
+
+    model: str = ""  # HF model directory to start from
+    best: str = ""  # best.jsonl from rejection sampling (prompt / completion / reward)
+    sft: SFTConfig = field(default_factory=rs_sft_config)
     threads: int = 0
 
 
@@ -133,6 +156,8 @@ class PosttrainConfig:
     eval_max_new_tokens: int = 128
     eval_batch_size: int = 64
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    do_rs_sft: bool = False  # SFT on the kept samples, then sample DPO pairs from that model
+    rs_sft: SFTConfig = field(default_factory=rs_sft_config)
     dpo: DPOConfig = field(default_factory=llama3_dpo_config)
     dpo_runs: int = 2
     average: bool = True
@@ -432,6 +457,34 @@ def run_rejection_sampling(lm, problems: Sequence[Problem], cfg: SamplingConfig,
     return results
 
 
+def run_rs_sft(model_dir: str | Path, best: Sequence[dict[str, Any]], cfg: SFTConfig,
+               out_dir: str | Path, *, threshold: float = 0.5) -> dict[str, Any]:
+    """SFT of ``model_dir`` on the kept samples of rejection sampling (``best.jsonl`` records with
+    reward > ``threshold``: prompt → completion, loss on the completion); writes ``out_dir/model``.
+    Skipped when already done."""
+    from transformers import AutoTokenizer
+
+    from reasonlab.llama.sft import sft
+    from reasonlab.runs import atomic_write_json, read_json
+
+    out = Path(out_dir)
+    if (out / "results.json").exists() and (out / "model" / "config.json").exists():
+        return read_json(out / "results.json")
+    for i, b in enumerate(best, 1):
+        if not (isinstance(b.get("prompt"), str) and isinstance(b.get("completion"), str)
+                and isinstance(b.get("reward"), (int, float))):
+            raise ValueError(f"RS-SFT record {i} needs string 'prompt' and 'completion' and a "
+                             f"numeric 'reward'; got keys {sorted(b)}")
+    pairs = [(b["prompt"], b["completion"]) for b in best if b["reward"] > threshold]
+    if not pairs:
+        raise ValueError("RS-SFT: no kept samples (no prompt had a sample with full reward)")
+    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    res = sft(dataclasses.replace(cfg, init_from=str(model_dir)), tok, pairs, out)
+    res["examples"] = len(pairs)
+    atomic_write_json(out / "results.json", res)
+    return res
+
+
 def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     from reasonlab.runs import read_jsonl
 
@@ -474,6 +527,7 @@ def run_dpo(model_dir: str | Path, pairs: Sequence[dict[str, Any]], cfg: DPOConf
     results = {k: v for k, v in res.items() if k != "history"}
     results["first_loss"] = res["history"][0]["loss"]
     results["model_dir"] = "model"
+    results["init_from"] = str(model_dir)
     run.save_results(results)
     return results
 
@@ -505,11 +559,12 @@ def pooled_accuracy(evals: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Rejection sampling → DPO (``dpo_runs`` seeds) → average, then held-out evaluation of the SFT
-    model, every DPO model and the average. Each stage is skipped when its outputs exist."""
+    """Rejection sampling → [SFT on the kept samples → rejection sampling from that model] → DPO
+    (``dpo_runs`` seeds) → average, then held-out evaluation of the SFT model, the RS-SFT model,
+    every DPO model and the average. Each stage is skipped when its outputs exist."""
     from reasonlab.data.skillmath import read_problems
     from reasonlab.lm.local import LocalLM
-    from reasonlab.runs import Run
+    from reasonlab.runs import Run, read_jsonl
     from reasonlab.solver import evaluate_sets
 
     if not cfg.model or not cfg.problems:
@@ -523,14 +578,27 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
         lm = LocalLM.from_pretrained(cfg.model, device=cfg.device, batch_size=samp.batch_size * samp.k)
         rs = run_rejection_sampling(lm, problems, samp, out / "rejection", progress=progress)
         del lm
-        pairs = read_pairs(out / "rejection" / "pairs.jsonl")
+        start, pairs_dir, rs_sft = Path(cfg.model), out / "rejection", None
+        models = {"sft": start}
+        if cfg.do_rs_sft:
+            best = list(read_jsonl(out / "rejection" / "best.jsonl"))
+            rs_sft = run_rs_sft(cfg.model, best, dataclasses.replace(cfg.rs_sft, seed=cfg.seed),
+                                out / "rs_sft")
+            start = models["rs_sft"] = out / "rs_sft" / "model"
+            pairs_dir = out / "rejection_rs_sft"  # preference data from the latest model
+            lm = LocalLM.from_pretrained(start, device=cfg.device, batch_size=samp.batch_size * samp.k)
+            rs["rs_sft_model"] = run_rejection_sampling(
+                lm, problems, dataclasses.replace(samp, seed=samp.seed + 1), pairs_dir,
+                progress=progress)
+            del lm
+        pairs = read_pairs(pairs_dir / "pairs.jsonl")
         dpo_dirs, dpo_results = [], []
         for i in range(cfg.dpo_runs):
             dcfg = dataclasses.replace(cfg.dpo, seed=cfg.dpo.seed + 1000 * cfg.seed + i)
             d = out / f"dpo_{i}"
-            dpo_results.append(run_dpo(cfg.model, pairs, dcfg, d, device=cfg.device))
+            dpo_results.append(run_dpo(start, pairs, dcfg, d, device=cfg.device))
             dpo_dirs.append(d / "model")
-        models = {"sft": Path(cfg.model), **{f"dpo_{i}": p for i, p in enumerate(dpo_dirs)}}
+        models.update({f"dpo_{i}": p for i, p in enumerate(dpo_dirs)})
         if cfg.average and len(dpo_dirs) > 1:
             avg = out / "average" / "model"
             if not (avg / "model.safetensors").exists():
@@ -546,7 +614,7 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
                                             limit=cfg.eval_limit, max_new_tokens=cfg.eval_max_new_tokens,
                                             batch_size=cfg.eval_batch_size, seed=cfg.seed,
                                             device=cfg.device, progress=progress)
-    results: dict[str, Any] = {"rejection": rs, "dpo": dpo_results, "models": {}}
+    results: dict[str, Any] = {"rejection": rs, "rs_sft": rs_sft, "dpo": dpo_results, "models": {}}
     for name, ev in evals.items():
         results["models"][name] = {
             "pooled": pooled_accuracy(ev),

@@ -1,4 +1,5 @@
-"""CLI: ``reasonlab posttrain rejection-sample | dpo | average | run`` (Llama 3 post-training)."""
+"""CLI: ``reasonlab posttrain rejection-sample | rs-sft | dpo | average | run`` (Llama 3
+post-training)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,21 @@ def register(app: typer.Typer) -> None:
             res = run_rejection_sampling(lm, read_problems(job.problems), job.sampling, out)
         typer.echo(json.dumps(res, indent=2))
 
+    @pt.command("rs-sft")
+    def rs_sft_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
+                   set_: Optional[list[str]] = SetOpt) -> None:
+        """SFT on the kept (full-reward) samples of a best.jsonl; writes OUT/model."""
+        from reasonlab.device import torch_threads
+        from reasonlab.llama.posttrain import RSSFTJob, run_rs_sft
+        from reasonlab.runs import read_jsonl
+
+        job = build_config(RSSFTJob, config, set_)
+        if not job.model or not job.best:
+            fail("config keys 'model' (HF model dir) and 'best' (best.jsonl) are required")
+        with torch_threads(job.threads), user_errors():
+            res = run_rs_sft(job.model, list(read_jsonl(job.best)), job.sft, out)
+        typer.echo(json.dumps(res, indent=2))
+
     @pt.command("dpo")
     def dpo_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
                 set_: Optional[list[str]] = SetOpt) -> None:
@@ -64,7 +80,8 @@ def register(app: typer.Typer) -> None:
     @pt.command("run")
     def run_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
                 set_: Optional[list[str]] = SetOpt) -> None:
-        """The whole loop on an SFT model: rejection sampling → DPO runs → average → evaluation."""
+        """The whole loop on an SFT model: rejection sampling → [RS-SFT] → DPO runs → average →
+        evaluation."""
         from reasonlab.llama.posttrain import PosttrainConfig, run_posttrain
 
         cfg = build_config(PosttrainConfig, config, set_)
