@@ -93,3 +93,27 @@ def test_majority_baseline():
 
     train = [p("3"), p("3"), p("4"), p("9", 2)]
     assert majority_baseline(train, [p("3"), p("4"), p("9", 2), p("1", 2)]) == 0.5
+
+
+def test_two_phase_sft_starts_the_mix_from_the_one_skill_model(tmp_path):
+    from reasonlab.config import ConfigError
+
+    sets = ["do_pretrain=false", "do_sft_k1=true", "sft_k1.preset=tiny-0.5m", "sft_k1.seq_len=128",
+            "sft_k1.batch_size=16", "sft_k1.max_steps=6", "sft_k1.warmup_steps=1",
+            "sft_k1.device=cpu", "sft.max_steps=4", "sft.warmup_steps=1", "eval.limit=4",
+            "eval.sets=test_k1"]
+    cfg = load_config(SolverConfig, ROOT / "configs" / "solver_micro.yaml", sets)
+    res = run_solver(cfg, tmp_path / "run", progress=False)
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())
+    assert set(stages) == {"data", "sft_k1", "sft", "eval"}
+    assert res["train_minutes"] == pytest.approx((stages["sft_k1"]["wall_s"] + stages["sft"]["wall_s"]) / 60)
+    assert res["sft_k1"]["steps"] == 6 and res["sft"]["steps"] == 4
+    # phase 1 saw the one-skill problems only (80% of train), phase 2 all of them
+    assert res["sft_k1"]["n_train_sequences"] < res["sft"]["n_train_sequences"]
+    sft_cfg = json.loads((tmp_path / "run" / "sft" / "config.json").read_text())
+    assert sft_cfg["config"]["init_from"] == str(tmp_path / "run" / "sft_k1" / "model")
+    # the mixed phase starts where phase 1 ended (a trained model), not from a fresh one
+    assert res["sft"]["initial_val_loss"] < res["sft_k1"]["initial_val_loss"]
+    with pytest.raises(ConfigError, match="k_weights"):
+        run_solver(load_config(SolverConfig, ROOT / "configs" / "solver_micro.yaml",
+                               [*sets, "data.k_weights=[0, 1, 0]"]), tmp_path / "bad", progress=False)

@@ -3,7 +3,8 @@
 One preset pipeline that shows what a tiny Llama learns in the embedded world (DESIGN.md,
 SkillMath): it generates SkillMath splits, trains a character-level tokenizer (one character per
 token, the minimum vocabulary), pretrains a tiny-herd model on ``Q: ...\\nA: solution`` texts,
-fine-tunes it on problem → solution with the loss on the solution only, and measures greedy
+fine-tunes it on problem → solution with the loss on the solution only (optionally first on the
+one-skill problems alone, a two-phase curriculum: ``do_sft_k1``), and measures greedy
 accuracy per skill on held-out problems of 1, 2 and 3 skills, on the held-out template and on
 the held-out skill pairs.
 
@@ -13,6 +14,7 @@ Everything goes into one run directory::
     data/        {split}.jsonl
     tokenizer/   the HF tokenizer
     pretrain/    run directory of :func:`reasonlab.llama.pretrain.pretrain` (model/ inside)
+    sft_k1/      the one-skill SFT phase when ``do_sft_k1`` (model/ inside)
     sft/         run directory of :func:`reasonlab.llama.sft.sft` (model/ inside)
     eval/{set}/  run directories of :func:`reasonlab.evals.accuracy.run_accuracy`
 
@@ -41,6 +43,7 @@ from reasonlab.llama.sft import SFTConfig
 log = logging.getLogger(__name__)
 
 EVAL_SETS = ("test_k1", "test_k2", "test_k3", "test_template", "test_pair")
+TRAIN_STAGES = ("pretrain", "sft_k1", "sft")
 
 
 @dataclass
@@ -73,21 +76,24 @@ class SolverConfig:
     digits: str = "single"
     do_pretrain: bool = True
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    do_sft_k1: bool = False  # curriculum: SFT on the one-skill problems first, then on all of them
+    sft_k1: SFTConfig = field(default_factory=SFTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: SolverEvalConfig = field(default_factory=SolverEvalConfig)
 
     def __post_init__(self) -> None:
         check_range("threads", self.threads, 0, 1024)
         check_range("vocab_size", self.vocab_size, 272)
-        if self.sft.init_from:
-            raise ConfigError("config key 'sft.init_from' is set by the pipeline (the pretrained "
-                              "model); leave it empty")
+        for key in ("sft", "sft_k1"):
+            if getattr(self, key).init_from:
+                raise ConfigError(f"config key '{key}.init_from' is set by the pipeline (the "
+                                  "previous stage's model); leave it empty")
 
-    def stage_configs(self) -> tuple[PretrainConfig, SFTConfig]:
-        """The training configs with the pipeline's seed applied."""
-        pre = dataclasses.replace(self.pretrain, seed=self.seed)
-        sft = dataclasses.replace(self.sft, seed=self.seed)
-        return pre, sft
+    def stage_configs(self) -> tuple[PretrainConfig, SFTConfig, SFTConfig]:
+        """The training configs (pretrain, sft_k1, sft) with the pipeline's seed applied."""
+        return (dataclasses.replace(self.pretrain, seed=self.seed),
+                dataclasses.replace(self.sft_k1, seed=self.seed),
+                dataclasses.replace(self.sft, seed=self.seed))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -258,7 +264,7 @@ def summarize_solver(evals: dict[str, Any], stages: dict[str, Any]) -> dict[str,
     k1 = evals.get("test_k1")
     out["per_skill"] = {s: m["accuracy"] for s, m in (k1 or {}).get("by_skill", {}).items()}
     out["per_skill_n"] = {s: m["n"] for s, m in (k1 or {}).get("by_skill", {}).items()}
-    train = [stages[s] for s in ("pretrain", "sft") if s in stages]
+    train = [stages[s] for s in TRAIN_STAGES if s in stages]
     out["train_minutes"] = sum(s["wall_s"] for s in train) / 60
     out["train_cpu_minutes"] = sum(s["cpu_s"] for s in train) / 60
     out["total_minutes"] = sum(s["wall_s"] for s in stages.values()) / 60
@@ -302,8 +308,8 @@ def _run_stages(cfg: SolverConfig, out: Path, run, *, progress: bool,
     if "data" not in stages:
         record("data", c)
 
-    pre_cfg, sft_cfg = cfg.stage_configs()
-    pre_dir, sft_dir = out / "pretrain", out / "sft"
+    pre_cfg, k1_cfg, sft_cfg = cfg.stage_configs()
+    pre_dir, k1_dir, sft_dir = out / "pretrain", out / "sft_k1", out / "sft"
     init_from = None
     if cfg.do_pretrain:
         if not _done(pre_dir):
@@ -311,15 +317,24 @@ def _run_stages(cfg: SolverConfig, out: Path, run, *, progress: bool,
                 pretrain(pre_cfg, tok, train_texts, list(pretraining_texts(splits["val"])), pre_dir)
             record("pretrain", c)
         init_from = str(pre_dir / "model")
-    sft_cfg = dataclasses.replace(sft_cfg, init_from=init_from)
-    if not _done(sft_dir):
-        with _Clock() as c:
-            val_pairs = sft_pairs(splits["val"])
-            start = initial_val_loss(sft_cfg, tok, val_pairs, init_from)
-            res = sft(sft_cfg, tok, sft_pairs(splits["train"]), sft_dir, val_pairs=val_pairs)
-            res["initial_val_loss"] = start
-            Run(sft_dir, sft_cfg, sft_cfg.seed, name="sft").save_results(res)
-        record("sft", c)
+    val_pairs = sft_pairs(splits["val"])
+    phases = [("sft", sft_dir, sft_cfg, splits["train"])]
+    if cfg.do_sft_k1:
+        one_skill = [p for p in splits["train"] if len(p.skills) == 1]
+        if not one_skill:
+            raise ConfigError("do_sft_k1: the training split has no one-skill problems "
+                              "(data.k_weights[0] is 0)")
+        phases.insert(0, ("sft_k1", k1_dir, k1_cfg, one_skill))
+    for name, d, scfg, problems in phases:
+        scfg = dataclasses.replace(scfg, init_from=init_from)
+        if not _done(d):
+            with _Clock() as c:
+                start = initial_val_loss(scfg, tok, val_pairs, init_from)
+                res = sft(scfg, tok, sft_pairs(problems), d, val_pairs=val_pairs)
+                res["initial_val_loss"] = start
+                Run(d, scfg, scfg.seed, name=name).save_results(res)
+            record(name, c)
+        init_from = str(d / "model")
 
     sets = eval_sets(splits)
     with _Clock() as c:
@@ -331,6 +346,7 @@ def _run_stages(cfg: SolverConfig, out: Path, run, *, progress: bool,
     results["chance_2skill"] = majority_baseline(splits["train"], sets["test_k2"])
     results["chance_1skill"] = majority_baseline(splits["train"], sets["test_k1"])
     results["pretrain"] = read_json(pre_dir / "results.json") if cfg.do_pretrain else None
+    results["sft_k1"] = read_json(k1_dir / "results.json") if cfg.do_sft_k1 else None
     results["sft"] = read_json(sft_dir / "results.json")
     results["model_dir"] = "sft/model"
     results["evals"] = {n: {"accuracy": r["overall"]["accuracy"], "ci95": r["overall"]["accuracy_ci"],
