@@ -5,7 +5,7 @@ Runs the ``train-solver`` pipeline (``--quick``: configs/solver_quick.yaml) into
 greedy accuracy on held-out 1-, 2- and 3-skill problems, the held-out template and skill pairs,
 accuracy per skill on 1-skill problems, the training time and the CPU load while it ran.
 
-Timing: ``train_minutes`` is the wall time of pretraining + SFT on this machine as it was (other
+Timing: ``train_minutes`` is the wall time of all training stages (pretraining, SFT phases) on this machine as it was (other
 jobs share it; the load averages are recorded); ``train_cpu_minutes`` is the process CPU time,
 which with ``--threads 1`` is what the same training takes on one idle core — an upper bound for
 an idle 2-core machine.
@@ -82,9 +82,10 @@ def main() -> None:
         "load_avg_after_stage": {k: v["load_avg"] for k, v in stages.items()},
         "load_avg_at_start": list(load_before),
         "threads": cfg.threads,
-        "median_target_tokens_per_s": {"pretrain": tps("pretrain"), "sft": tps("sft")},
+        "median_target_tokens_per_s": {s: tps(s) for s in ("pretrain", "sft_k1", "sft")},
         "n_params": res["sft"]["n_params"],
         "pretrain_steps": res["pretrain"]["steps"] if res["pretrain"] else 0,
+        "sft_k1_steps": res["sft_k1"]["steps"] if res.get("sft_k1") else 0,
         "sft_steps": res["sft"]["steps"],
         "sft_val_loss": res["sft"]["val_loss"],
         "sft_initial_val_loss": res["sft"].get("initial_val_loss"),

@@ -86,6 +86,28 @@ def test_run_directory_resume_and_mismatch(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["config"] == {"a": 1}
 
 
+def test_run_written_before_a_new_config_key_resumes_only_at_its_default(tmp_path):
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Inner:
+        lr: float = 0.1
+        steps: int = 5  # "new" key
+
+    @dataclass
+    class Cfg:
+        a: int = 1
+        inner: Inner = field(default_factory=Inner)
+        flag: bool = False  # "new" key
+
+    atomic_write_json(tmp_path / "config.json",
+                      {"name": "x", "seed": 0, "config": {"a": 1, "inner": {"lr": 0.1}}})
+    assert Run(tmp_path, Cfg(), seed=0).resumed
+    for changed in (Cfg(flag=True), Cfg(inner=Inner(steps=6)), Cfg(a=2)):
+        with pytest.raises(RunConfigMismatch):
+            Run(tmp_path, changed, seed=0)
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     p = tmp_path / "r.json"
     atomic_write_json(p, {"ok": 1})

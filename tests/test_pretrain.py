@@ -114,3 +114,20 @@ def test_accumulation_matches_one_big_batch(corpus, tmp_path):
     # allow 5e-5, under 2% of one Adam step (lr 3e-3), far below what a wrong normalization gives.
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=5e-5)
+
+
+def test_rope_theta_override_reaches_the_saved_model(tmp_path, tiny_tokenizer):
+    from reasonlab.config import ConfigError
+    from reasonlab.llama.pretrain import build_model
+
+    default = build_model(PretrainConfig(preset="tiny-0.5m"), tiny_tokenizer)
+    model = build_model(PretrainConfig(preset="tiny-0.5m", rope_theta=10_000.0), tiny_tokenizer)
+    half = model.config.head_dim // 2
+    expected = 10_000.0 ** (-torch.arange(half, dtype=torch.float32) / half)
+    assert torch.allclose(model.model.rotary_emb.inv_freq, expected)
+    assert default.config.rope_parameters["rope_theta"] == 500_000.0
+    model.save_pretrained(str(tmp_path / "m"))
+    again = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"))
+    assert again.config.rope_parameters["rope_theta"] == 10_000.0
+    with pytest.raises(ConfigError, match="rope_theta"):
+        PretrainConfig(rope_theta=0.0)

@@ -117,11 +117,30 @@ class RunConfigMismatch(RuntimeError):
     """A run directory exists with a different config; resume refused."""
 
 
+def _with_new_defaults(old: Any, defaults: Any) -> Any:
+    """``old`` (a stored config) with the keys it lacks taken from ``defaults`` (a newer config
+    class's defaults), recursively: a run written before a config key existed resumes when the
+    key is at its default."""
+    if not isinstance(old, dict) or not isinstance(defaults, dict):
+        return old
+    out = dict(old)
+    for k, v in defaults.items():
+        out[k] = _with_new_defaults(old[k], v) if k in old else v
+    return out
+
+
+def _defaults_of(config: Any) -> Any:
+    try:
+        return json.loads(to_json(dataclasses.asdict(type(config)())))
+    except TypeError:  # a config class with required fields
+        return None
+
+
 class Run:
     """One run directory.
 
     ``Run(out, config, seed)`` creates it (or resumes it when ``config.json`` already holds the
-    same config). ``log(step=..., **metrics)`` appends to metrics.jsonl; ``save_results`` writes
+    same config; keys added to a config class since are taken at their defaults). ``log(step=..., **metrics)`` appends to metrics.jsonl; ``save_results`` writes
     results.json; ``path('plot.png')`` and ``checkpoint_dir`` give places for artifacts.
     """
 
@@ -135,7 +154,10 @@ class Run:
         self.resumed = False
         if cfg_path.exists() and not overwrite:
             old = read_json(cfg_path)
-            if json.loads(to_json(old.get("config"))) != json.loads(to_json(cfg)) or old.get("seed") != seed:
+            stored = json.loads(to_json(old.get("config")))
+            if dataclasses.is_dataclass(config):
+                stored = _with_new_defaults(stored, _defaults_of(config))
+            if stored != json.loads(to_json(cfg)) or old.get("seed") != seed:
                 raise RunConfigMismatch(
                     f"run directory {self.dir} holds a different config or seed; "
                     "use a new directory or overwrite=True"

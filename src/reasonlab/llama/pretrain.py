@@ -53,6 +53,8 @@ def build_model(cfg: TrainConfig, tokenizer) -> LlamaForCausalLM:
     config = preset(cfg.preset, vocab_size=len(tokenizer), max_position_embeddings=max(cfg.seq_len, 512),
                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                     pad_token_id=tokenizer.pad_token_id)
+    if cfg.rope_theta is not None:
+        config.rope_parameters["rope_theta"] = float(cfg.rope_theta)
     return LlamaForCausalLM(config)
 
 

@@ -43,6 +43,7 @@ class TrainConfig:
 
     preset: str = "tiny-2m"
     init_from: str | None = None  # HF model directory to start from (SFT, continued training)
+    rope_theta: float | None = None  # a fresh model's RoPE base (None: Llama 3's 500,000)
     seq_len: int = 256
     batch_size: int = 32  # sequences per optimizer step (all ranks, all micro-batches)
     micro_batch_size: int = 0  # sequences per forward pass and rank; 0 = no accumulation
@@ -66,6 +67,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_range("seq_len", self.seq_len, 2, 1 << 20)
+        if self.rope_theta is not None:
+            check_range("rope_theta", self.rope_theta, 1.0, 1e9)
         check_range("batch_size", self.batch_size, 1)
         check_range("micro_batch_size", self.micro_batch_size, 0)
         check_range("max_steps", self.max_steps, 1)
