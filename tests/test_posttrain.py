@@ -263,3 +263,27 @@ def test_posttrain_run_with_rs_sft_starts_dpo_from_the_rs_sft_model(tmp_path, ti
     assert (tmp_path / "pt" / "rejection_rs_sft" / "pairs.jsonl").exists()
     assert res["dpo"][0]["pairs"] == 2
     assert res["dpo"][0]["init_from"] == str(tmp_path / "pt" / "rs_sft" / "model")
+
+
+def test_step_pairs_cut_at_the_first_differing_line():
+    from reasonlab.llama.posttrain import dpo_inputs, step_pair
+
+    pair = {"id": "p", "prompt": "Q: What is 96 - 25? What is that + 3?\nA: ",
+            "chosen": "96 - 25 = 71\n71 + 3 = 74\nThe answer is 74.",
+            "rejected": "96 - 25 = 71\n71 + 3 = 75\nThe answer is 75."}
+    cut = step_pair(pair)
+    assert cut["prompt"] == pair["prompt"] + "96 - 25 = 71\n" and cut["step"] == 1
+    assert (cut["chosen"], cut["rejected"]) == ("71 + 3 = 74\n", "71 + 3 = 75\n")
+    # a wrong last line: no newline after it
+    last = step_pair({**pair, "rejected": "96 - 25 = 71\n71 + 3 = 74\nThe answer is 7."})
+    assert (last["chosen"], last["rejected"]) == ("The answer is 74.", "The answer is 7.")
+    # a rejected solution that stops early has no line to compare: dropped
+    assert step_pair({**pair, "rejected": "96 - 25 = 71"}) is None
+    assert step_pair({**pair, "rejected": pair["chosen"]}) is None
+    cfg = llama3_dpo_config()
+    same, c1 = dpo_inputs([pair], "solution", cfg)
+    assert same == [pair] and c1.append_eos
+    steps, c2 = dpo_inputs([pair, {**pair, "rejected": "96 - 25 = 71"}], "step", cfg)
+    assert len(steps) == 1 and not c2.append_eos and c2.beta == cfg.beta
+    with pytest.raises(Exception, match="pair_unit"):
+        dpo_inputs([pair], "token", cfg)

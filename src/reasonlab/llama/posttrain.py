@@ -15,6 +15,10 @@
   log-ratios, an NLL term on the chosen answer with weight 0.2 — :mod:`reasonlab.training.dpo`.
   The reference is the starting model (its log-probs are computed once, before any update):
   the SFT model, or the RS-SFT model when that stage runs.
+* **Step pairs** (optional, ``pair_unit: step``; Step-DPO, arXiv:2406.18629, and the step-level
+  preferences of MCTS-DPO): a pair is cut at the first line where chosen and rejected differ; the
+  shared lines join the prompt and each side keeps only that line, so DPO does not push down the
+  right steps and the answer copy that follow a wrong step.
 * **Weight averaging** (§4.1.5): the element-wise mean of the state dicts of several models that
   share an architecture and a starting point (DPO runs with different seeds or data, or the last
   checkpoints of one run).
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 
 Reward = Callable[[Problem, str], float]
 REWARDS = ("answer", "steps")
+PAIR_UNITS = ("solution", "step")
 
 
 # --------------------------------------------------------------------------- configs
@@ -126,9 +131,13 @@ class DPOJob:
 
     model: str = ""
     pairs: str = ""  # pairs.jsonl with prompt / chosen / rejected
+    pair_unit: str = "solution"  # solution | step (cut at the first differing line)
     dpo: DPOConfig = field(default_factory=llama3_dpo_config)
     device: str = "cpu"
     threads: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("pair_unit", self.pair_unit, PAIR_UNITS)
 
 
 @dataclass
@@ -158,6 +167,7 @@ class PosttrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     do_rs_sft: bool = False  # SFT on the kept samples, then sample DPO pairs from that model
     rs_sft: SFTConfig = field(default_factory=rs_sft_config)
+    pair_unit: str = "solution"  # solution | step (cut at the first differing line, Step-DPO)
     dpo: DPOConfig = field(default_factory=llama3_dpo_config)
     dpo_runs: int = 2
     average: bool = True
@@ -167,6 +177,7 @@ class PosttrainConfig:
         check_range("threads", self.threads, 0, 1024)
         check_range("dpo_runs", self.dpo_runs, 1, 64)
         check_range("eval_limit", self.eval_limit, 0)
+        check_choice("pair_unit", self.pair_unit, PAIR_UNITS)
         from reasonlab.solver import EVAL_SETS
 
         for s in self.eval_sets:
@@ -320,6 +331,36 @@ def build_pairs(records: Sequence[dict[str, Any]], *, max_pairs_per_prompt: int 
                           "rejected": rj["text"], "chosen_reward": c["reward"],
                           "rejected_reward": rj["reward"]})
     return pairs
+
+
+def step_pair(pair: dict[str, Any]) -> dict[str, Any] | None:
+    """The pair cut at the first line where ``chosen`` and ``rejected`` differ: the lines before it
+    join the prompt, and each side becomes that one line (with its newline when more follows).
+    None when the sides do not differ or the rejected one ends before it."""
+    c_lines, r_lines = pair["chosen"].split("\n"), pair["rejected"].split("\n")
+    i = next((j for j, (a, b) in enumerate(zip(c_lines, r_lines)) if a != b), None)
+    if i is None:
+        i = min(len(c_lines), len(r_lines))
+    if i >= len(c_lines) or i >= len(r_lines) or not r_lines[i].strip():
+        return None
+
+    def line(lines: list[str]) -> str:
+        return lines[i] + ("\n" if i < len(lines) - 1 else "")
+
+    shared = "".join(x + "\n" for x in c_lines[:i])
+    return {**pair, "prompt": pair["prompt"] + shared, "chosen": line(c_lines),
+            "rejected": line(r_lines), "step": i}
+
+
+def dpo_inputs(pairs: Sequence[dict[str, Any]], unit: str,
+               cfg: DPOConfig) -> tuple[list[dict[str, Any]], DPOConfig]:
+    """The pairs and config DPO trains with: whole solutions, or (``unit='step'``) the
+    :func:`step_pair` cuts, which get no EOS (a step is not the end of the answer)."""
+    check_choice("pair_unit", unit, PAIR_UNITS)
+    if unit == "solution":
+        return list(pairs), cfg
+    return ([q for q in map(step_pair, pairs) if q is not None],
+            dataclasses.replace(cfg, append_eos=False))
 
 
 def average_state_dicts(state_dicts: Sequence[dict], weights: Sequence[float] | None = None) -> dict:
@@ -591,10 +632,10 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
                 lm, problems, dataclasses.replace(samp, seed=samp.seed + 1), pairs_dir,
                 progress=progress)
             del lm
-        pairs = read_pairs(pairs_dir / "pairs.jsonl")
+        pairs, dpo_cfg = dpo_inputs(read_pairs(pairs_dir / "pairs.jsonl"), cfg.pair_unit, cfg.dpo)
         dpo_dirs, dpo_results = [], []
         for i in range(cfg.dpo_runs):
-            dcfg = dataclasses.replace(cfg.dpo, seed=cfg.dpo.seed + 1000 * cfg.seed + i)
+            dcfg = dataclasses.replace(dpo_cfg, seed=cfg.dpo.seed + 1000 * cfg.seed + i)
             d = out / f"dpo_{i}"
             dpo_results.append(run_dpo(start, pairs, dcfg, d, device=cfg.device))
             dpo_dirs.append(d / "model")

@@ -55,13 +55,14 @@ def register(app: typer.Typer) -> None:
                 set_: Optional[list[str]] = SetOpt) -> None:
         """DPO (β=0.1, formatting tokens masked, NLL 0.2) on a pairs.jsonl; writes OUT/model."""
         from reasonlab.device import torch_threads
-        from reasonlab.llama.posttrain import DPOJob, read_pairs, run_dpo
+        from reasonlab.llama.posttrain import DPOJob, dpo_inputs, read_pairs, run_dpo
 
         job = build_config(DPOJob, config, set_)
         if not job.model or not job.pairs:
             fail("config keys 'model' (HF model dir) and 'pairs' (pairs.jsonl) are required")
         with torch_threads(job.threads), user_errors():
-            res = run_dpo(job.model, read_pairs(job.pairs), job.dpo, out, device=job.device)
+            pairs, dcfg = dpo_inputs(read_pairs(job.pairs), job.pair_unit, job.dpo)
+            res = run_dpo(job.model, pairs, dcfg, out, device=job.device)
         typer.echo(json.dumps(res, indent=2))
 
     @pt.command("average")
