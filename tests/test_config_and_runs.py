@@ -108,6 +108,30 @@ def test_run_written_before_a_new_config_key_resumes_only_at_its_default(tmp_pat
             Run(tmp_path, changed, seed=0)
 
 
+def test_run_resumes_a_config_whose_bare_defaults_do_not_validate(tmp_path):
+    from dataclasses import dataclass, field
+
+    from reasonlab.config import ConfigError
+
+    @dataclass
+    class Strict:
+        paths: dict = field(default_factory=dict)
+        workers: int = 2  # "new" key
+
+        def __post_init__(self):
+            if not self.paths:
+                raise ConfigError("config key 'paths' must name at least one run")
+
+    atomic_write_json(tmp_path / "config.json",
+                      {"name": "x", "seed": 0, "config": {"paths": {"a": "p"}, "workers": 2}})
+    assert Run(tmp_path, Strict(paths={"a": "p"}), seed=0).resumed  # same config: no defaults needed
+    atomic_write_json(tmp_path / "config.json",
+                      {"name": "x", "seed": 0, "config": {"paths": {"a": "p"}}})
+    assert Run(tmp_path, Strict(paths={"a": "p"}), seed=0).resumed
+    with pytest.raises(RunConfigMismatch):
+        Run(tmp_path, Strict(paths={"a": "p"}, workers=3), seed=0)
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     p = tmp_path / "r.json"
     atomic_write_json(p, {"ok": 1})

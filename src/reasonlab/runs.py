@@ -129,11 +129,23 @@ def _with_new_defaults(old: Any, defaults: Any) -> Any:
     return out
 
 
-def _defaults_of(config: Any) -> Any:
-    try:
-        return json.loads(to_json(dataclasses.asdict(type(config)())))
-    except TypeError:  # a config class with required fields
-        return None
+def _defaults_of(config: Any) -> dict[str, Any]:
+    """The declared field defaults of ``config``'s class, as JSON values, without running its
+    validation (a class whose bare defaults are invalid still has defaults for its other keys)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            try:
+                value = f.default_factory()
+            except Exception:  # a nested default that cannot be built: no default for this key
+                continue
+        else:
+            continue
+        out[f.name] = json.loads(to_json(dataclasses.asdict(value) if dataclasses.is_dataclass(value)
+                                         else value))
+    return out
 
 
 class Run:
@@ -155,7 +167,7 @@ class Run:
         if cfg_path.exists() and not overwrite:
             old = read_json(cfg_path)
             stored = json.loads(to_json(old.get("config")))
-            if dataclasses.is_dataclass(config):
+            if dataclasses.is_dataclass(config) and stored != json.loads(to_json(cfg)):
                 stored = _with_new_defaults(stored, _defaults_of(config))
             if stored != json.loads(to_json(cfg)) or old.get("seed") != seed:
                 raise RunConfigMismatch(
