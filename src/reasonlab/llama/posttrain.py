@@ -12,7 +12,9 @@
   data for the next model (optional, ``do_rs_sft``); its preference pairs are then sampled again
   from that model, since Llama 3 collects preference data on the latest models.
 * **DPO** (§4.1.4): β = 0.1, formatting tokens (headers, ``<|eot_id|>``, BOS) masked out of both
-  log-ratios, an NLL term on the chosen answer with weight 0.2 — :mod:`reasonlab.training.dpo`.
+  log-ratios, an NLL term on the chosen answer with weight 0.2 — :mod:`reasonlab.training.dpo`
+  (the tiny-solver preset uses weight 1.0, as iterative RPO does, arXiv:2404.19733: at 0.2 DPO
+  undid the RS-SFT gain there).
   The reference is the starting model (its log-probs are computed once, before any update):
   the SFT model, or the RS-SFT model when that stage runs.
 * **Step pairs** (optional, ``pair_unit: step``; Step-DPO, arXiv:2406.18629, and the step-level
