@@ -167,9 +167,10 @@ class Run:
         if cfg_path.exists() and not overwrite:
             old = read_json(cfg_path)
             stored = json.loads(to_json(old.get("config")))
-            if dataclasses.is_dataclass(config) and stored != json.loads(to_json(cfg)):
+            current = json.loads(to_json(cfg))
+            if dataclasses.is_dataclass(config) and stored != current:
                 stored = _with_new_defaults(stored, _defaults_of(config))
-            if stored != json.loads(to_json(cfg)) or old.get("seed") != seed:
+            if stored != current or old.get("seed") != seed:
                 raise RunConfigMismatch(
                     f"run directory {self.dir} holds a different config or seed; "
                     "use a new directory or overwrite=True"
