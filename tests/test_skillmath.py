@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from reasonlab.config import ConfigError, load_config
 from reasonlab.data.skillmath import (
-    SKILLS, SkillMathConfig, format_prompt, generate, pretraining_texts, read_problems, render,
+    SKILLS, SkillMathConfig, column_work, format_prompt, generate, pretraining_texts, read_problems, render,
     sample_problems, sft_pairs, skill_names, write_splits)
 
 SMALL = dict(n_train=600, n_val=100, n_test=100, n_test_template=100, n_test_pair=100)
@@ -121,9 +121,48 @@ def test_training_text_helpers(splits):
     assert next(pretraining_texts([p])) == prompt + completion
 
 
+def test_column_work_is_correct_long_arithmetic():
+    assert column_work("+", 47, 38) == "7 + 8 = 15, 4 + 3 + 1 = 8"
+    assert column_work("-", 105, 17) == "15 - 7 = 8, 10 - 1 - 1 = 8, 1 - 0 - 1 = 0"
+    rng = __import__("random").Random(0)
+    for _ in range(2000):
+        x, b = rng.randint(0, 9999), rng.randint(0, 9999)
+        op = rng.choice("+-")
+        if op == "-" and b > x:
+            x, b = b, x
+        digits, carry = [], 0
+        for col in column_work(op, x, b).split(", "):
+            lhs, r = _eval_line(col)  # every column is a true one-digit fact
+            assert lhs == r
+            terms = [int(t) for t in re.findall(r"\d+", col.split(" = ")[0])]
+            assert (len(terms) == 3) == bool(carry)  # the carry/borrow is written where it is taken
+            digits.append(r % 10)
+            carry = r // 10 if op == "+" else int(terms[0] >= 10)
+        value = int("".join(map(str, digits[::-1]))) + (carry * 10 ** len(digits) if op == "+" else 0)
+        assert value == (x + b if op == "+" else x - b)
+    with pytest.raises(ValueError, match="0 <= b <= x"):
+        column_work("-", 3, 5)
+
+
+def test_columns_style_changes_only_the_add_sub_lines():
+    plain = sample_problems(SkillMathConfig(), 300, seed=3)
+    cols = sample_problems(SkillMathConfig(solution_style="columns"), 300, seed=3)
+    n_cols = 0
+    for p, c in zip(plain, cols):
+        assert (c.question, c.answer, c.skills) == (p.question, p.answer, p.skills)
+        for skill, pl, cl in zip(p.skills, p.solution.split("\n"), c.solution.split("\n")):
+            if skill in ("add", "sub"):
+                lhs, r = _eval_line(pl)
+                assert cl.startswith(pl.split(" = ")[0] + ": ") and cl.endswith(f", so {r}")
+                n_cols += 1
+            else:
+                assert cl == pl
+    assert n_cols > 50
+
+
 @pytest.mark.parametrize("key,value", [
     ("skills", "add,teleport"), ("heldout_pairs", "add-mul"), ("max_factor", 1),
-    ("k_weights", "1,1"), ("heldout_template", 5), ("templates", "2"),
+    ("k_weights", "1,1"), ("heldout_template", 5), ("templates", "2"), ("solution_style", "latex"),
 ])
 def test_bad_config_names_the_key(key, value):
     with pytest.raises(ConfigError, match=key.split("_")[0]):

@@ -4,7 +4,9 @@ Thirteen atomic skills (add, sub, mul, div, rem, pct, conv, avg, cmp, rate, lin,
 each a parametrized generator with three surface templates and two wording variants per
 template (same numbers, same math: what NTKEval needs). A problem chains k = 1, 2 or 3 skills,
 the result of one step feeding the next as "that" / "that many". The solution has one line per
-skill application and ends ``The answer is N.``; answers are non-negative integers.
+skill application and ends ``The answer is N.``; answers are non-negative integers. With
+``solution_style="columns"`` an add or sub line shows its column-by-column work first
+(``47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85``; :func:`column_work`).
 
 Splits: ``train``, ``val`` and ``test`` (same distribution, different seeds, no duplicate
 questions across splits), ``test_template`` (only the held-out template of every skill) and
@@ -32,6 +34,7 @@ from reasonlab.config import ConfigError, check_choice, check_range
 from reasonlab.data.problem import Problem
 
 PROMPT_TEMPLATE = "Q: {question}\nA: "
+SOLUTION_STYLES = ("plain", "columns")
 SPLITS = ("train", "val", "test", "test_template", "test_pair")
 Args = dict[str, Any]
 
@@ -325,6 +328,7 @@ class SkillMathConfig:
     heldout_template: int = 2  # template index kept out of training; -1 = none
     heldout_pairs: list[str] = field(
         default_factory=lambda: ["add>mul", "sub>div", "div>add", "rate>sub"])
+    solution_style: str = "plain"  # plain | columns (add/sub lines show column-by-column work)
 
     def __post_init__(self) -> None:
         for n in ("n_train", "n_val", "n_test", "n_test_template", "n_test_pair"):
@@ -347,6 +351,7 @@ class SkillMathConfig:
         if not self.variants:
             raise ConfigError("config key 'variants' is empty; allowed: [0, 1]")
         check_choice("heldout_template", self.heldout_template, [-1, *range(N_TEMPLATES)])
+        check_choice("solution_style", self.solution_style, list(SOLUTION_STYLES))
         if not self.train_templates:
             raise ConfigError(f"config keys 'templates' = {self.templates} and 'heldout_template' "
                               f"= {self.heldout_template} leave no template for training")
@@ -386,11 +391,50 @@ def _render_steps(steps: list[Args], variant: int) -> str:
     return " ".join(parts)
 
 
-def _solution(steps: list[Args], answer: int) -> str:
-    lines = []
-    for st in steps:
-        sk = SKILLS[st["skill"]]
-        lines.append(sk.line(st["args"], sk.compute(st["args"])))
+def column_work(op: str, x: int, b: int) -> str:
+    """Column-by-column work for ``x + b`` or ``x - b`` (x >= b), ones column first.
+
+    A column shows its two digits and the carry (``+ 1``) or borrow (``- 1``) it takes from the
+    column before; a subtraction column that borrows shows its top digit plus ten::
+
+        column_work("+", 47, 38) == "7 + 8 = 15, 4 + 3 + 1 = 8"
+        column_work("-", 85, 38) == "15 - 8 = 7, 8 - 3 - 1 = 4"
+
+    Written-out carries make every digit of the result a local, one-digit fact, which is what
+    lets a tiny model learn multi-digit arithmetic quickly (the "scratchpad" of Nye et al. 2021,
+    arXiv:2112.00114; Lee et al. 2023, arXiv:2307.03381).
+    """
+    if op not in "+-" or min(x, b) < 0 or (op == "-" and x < b):
+        raise ValueError(f"column_work: need x + b or x - b with 0 <= b <= x, got {x} {op} {b}")
+    xs, bs = str(x)[::-1], str(b)[::-1]
+    cols, carry = [], 0
+    for i in range(max(len(xs), len(bs))):
+        dx, db = int(xs[i]) if i < len(xs) else 0, int(bs[i]) if i < len(bs) else 0
+        tail = f" {op} 1" if carry else ""
+        if op == "+":
+            cols.append(f"{dx} + {db}{tail} = {dx + db + carry}")
+            carry = (dx + db + carry) // 10
+        else:
+            top = dx + 10 if dx - carry < db else dx
+            cols.append(f"{top} - {db}{tail} = {top - db - carry}")
+            carry = int(top > dx)
+    return ", ".join(cols)
+
+
+_COLUMN_OPS = {"add": "+", "sub": "-"}
+
+
+def _step_line(step: Args, style: str) -> str:
+    sk = SKILLS[step["skill"]]
+    a, r = step["args"], sk.compute(step["args"])
+    op = _COLUMN_OPS.get(step["skill"])
+    if style == "columns" and op:
+        return f"{a['x']} {op} {a['b']}: {column_work(op, a['x'], a['b'])}, so {r}"
+    return sk.line(a, r)
+
+
+def _solution(steps: list[Args], answer: int, style: str = "plain") -> str:
+    lines = [_step_line(st, style) for st in steps]
     lines.append(f"The answer is {answer}.")
     return "\n".join(lines)
 
@@ -445,10 +489,10 @@ def _draw_chain(rng: random.Random, cfg: SkillMathConfig, k: int, skills: Sequen
     raise ConfigError(f"cannot draw a {k}-skill chain from {list(skills)} avoiding {sorted(avoid)}")
 
 
-def _make_problem(steps: list[Args], variant: int, pid: str) -> Problem:
+def _make_problem(steps: list[Args], variant: int, pid: str, style: str = "plain") -> Problem:
     answer = SKILLS[steps[-1]["skill"]].compute(steps[-1]["args"])
     return Problem(
-        id=pid, question=_render_steps(steps, variant), solution=_solution(steps, answer),
+        id=pid, question=_render_steps(steps, variant), solution=_solution(steps, answer, style),
         answer=str(answer), skills=[s["skill"] for s in steps],
         source="skillmath", template="+".join(f"{s['skill']}/{s['template']}" for s in steps),
         variant=variant, difficulty=_difficulty(steps, answer), subject=None,
@@ -500,7 +544,7 @@ def sample_problems(cfg: SkillMathConfig, n: int, *, seed: int | str, prefix: st
         if steps is None:
             continue
         variant = rng.choice(list(cfg.variants))
-        p = _make_problem(steps, variant, f"{prefix}-{len(out):06d}")
+        p = _make_problem(steps, variant, f"{prefix}-{len(out):06d}", cfg.solution_style)
         if p.question in seen:
             continue
         seen.add(p.question)
