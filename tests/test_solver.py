@@ -117,3 +117,14 @@ def test_two_phase_sft_starts_the_mix_from_the_one_skill_model(tmp_path):
     with pytest.raises(ConfigError, match="k_weights"):
         run_solver(load_config(SolverConfig, ROOT / "configs" / "solver_micro.yaml",
                                [*sets, "data.k_weights=[0, 1, 0]"]), tmp_path / "bad", progress=False)
+
+
+@pytest.mark.slow
+def test_quick_preset_learns_one_skill_problems_and_chains(tmp_path):
+    """The issue's bar, on the shipped preset (about 15 minutes on 2 cores): at least 60% on
+    held-out one-skill problems, and two-skill chains well above the majority-answer baseline."""
+    cfg = load_config(SolverConfig, ROOT / "configs" / "solver_quick.yaml", ["threads=2"])
+    res = run_solver(cfg, tmp_path / "run", progress=False)
+    assert res["heldout_1skill_accuracy"] >= 0.6, res
+    assert res["heldout_2skill_ci95"][0] > 3 * res["chance_2skill"], res
+    assert res["heldout_2skill_accuracy"] >= 0.3, res
