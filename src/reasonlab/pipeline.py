@@ -47,7 +47,7 @@ def stage_samples(solver_dir: Path, out: Path, n: int = 8) -> dict:
     model_dir = _find_model(solver_dir)
     problems = read_problems(solver_dir / "data" / "test.jsonl")[:n]
     lm = LocalLM.from_pretrained(model_dir)
-    gens = lm.generate([format_prompt(p.question) for p in problems], max_new_tokens=128, stop=["\nQ:"])
+    gens = lm.generate([format_prompt(p.question) for p in problems], max_new_tokens=192, stop=["\nQ:"])
     rows = [{"question": p.question, "generated": g.text, "reference": p.answer,
              "correct": is_equivalent(extract_answer(g.text) or "", p.answer)} for p, g in zip(problems, gens)]
     result = {"samples": rows, "correct": sum(r["correct"] for r in rows), "n": len(rows)}
