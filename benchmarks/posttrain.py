@@ -1,7 +1,7 @@
 """Benchmark: does rejection sampling + DPO (Llama 3 post-training) improve the tiny solver?
 
 For each seed: train the tiny SkillMath solver (``--quick``: ``configs/posttrain_solver.yaml``, the
-quick-solver recipe stopped at 600 SFT steps, so the model is partly right), then run ``posttrain run``
+earlier plain-solution solver recipe stopped at 600 SFT steps, so the model is partly right), then run ``posttrain run``
 (``configs/posttrain_quick.yaml``: rejection sampling with the step verifier as reward → SFT on the
 kept samples → step-level DPO pairs sampled from that model → two DPO runs → their weight
 average) and evaluate the SFT model and the post-trained models greedily on the same held-out test problems (the config's ``eval_sets``). Seeds run in parallel processes (one torch
