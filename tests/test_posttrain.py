@@ -102,6 +102,15 @@ def test_step_reward_refuses_right_answers_through_wrong_steps():
     assert step_reward(q, "(12 + 4 + 5) / 3 = 7\nThe answer is 7.") == 1.0
     assert step_reward(_prob("s", "div", 3), "7 / 2 = 3\nThe answer is 3.") == 0.0  # not exact
     assert step_reward(_prob("t", "x", 1), "__import__('os') = 1\nThe answer is 1.") == 0.0
+    # column-style solutions (SkillMath solution_style="columns"): every column must be right
+    c = _prob("c", "What is 47 + 38? What is that - 29?", 56)
+    cols = "47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85\n85 - 29: 15 - 9 = 6, 8 - 2 - 1 = 5, so 56"
+    assert step_reward(c, cols + "\nThe answer is 56.") == 1.0
+    slip = cols.replace("4 + 3 + 1 = 8", "4 + 3 = 8")  # the carry is dropped, the result kept
+    assert verifier_reward(c, slip + "\nThe answer is 56.") == 1.0
+    assert step_reward(c, slip + "\nThe answer is 56.") == 0.0
+    assert step_reward(c, cols.replace("so 85", "so 86") + "\nThe answer is 56.") == 0.0
+    assert step_reward(_prob("n", "x", 0), "3 - 5: 3 - 5 = 0, so 0\nThe answer is 0.") == 0.0
     cfg = SamplingConfig(k=4, reward="steps", n_prompts=0)
     recs = rejection_sample(ScriptedLM(), PROBLEMS, cfg, progress=False)
     assert [s["reward"] for s in recs[0]["samples"]] == [0.0, 1.0, 0.0, 1.0]

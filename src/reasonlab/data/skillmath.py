@@ -404,7 +404,7 @@ def column_work(op: str, x: int, b: int) -> str:
     lets a tiny model learn multi-digit arithmetic quickly (the "scratchpad" of Nye et al. 2021,
     arXiv:2112.00114; Lee et al. 2023, arXiv:2307.03381).
     """
-    if op not in "+-" or min(x, b) < 0 or (op == "-" and x < b):
+    if op not in ("+", "-") or min(x, b) < 0 or (op == "-" and x < b):
         raise ValueError(f"column_work: need x + b or x - b with 0 <= b <= x, got {x} {op} {b}")
     xs, bs = str(x)[::-1], str(b)[::-1]
     cols, carry = [], 0

@@ -196,6 +196,7 @@ def verifier_reward(problem: Problem, completion: str, answer_format: str = "ans
 
 
 _EQ_LINE = re.compile(r"^(?P<lhs>[0-9()+\-*/% ]+)=\s*(?P<rhs>-?\d+)\s*$")
+_COLUMN_LINE = re.compile(r"^(?P<x>\d+) (?P<op>[+-]) (?P<b>\d+): (?P<work>.+), so (?P<rhs>\d+)$")
 
 
 def _arith(expr: str) -> Fraction | None:
@@ -244,14 +245,31 @@ def step_reward(problem: Problem, completion: str, answer_format: str = "answer_
     for line in text.splitlines():
         if "answer is" in line.lower():
             break
-        m = _EQ_LINE.match(line.strip())
-        if not m:
+        result = _true_line_result(line.strip())
+        if result is None:
             return 0.0
-        value = _arith(m["lhs"])
-        if value is None or value != int(m["rhs"]):
-            return 0.0
-        results.append(m["rhs"])
+        results.append(result)
     return 1.0 if results and is_equivalent(results[-1], problem.answer) else 0.0
+
+
+def _true_line_result(line: str) -> str | None:
+    """The result of a true solution line: ``expr = n``, or a column-style add/sub line
+    (``47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85``) whose columns are exactly the right ones.
+    None for anything else."""
+    from reasonlab.data.skillmath import column_work
+
+    m = _EQ_LINE.match(line)
+    if m:
+        value = _arith(m["lhs"])
+        return m["rhs"] if value is not None and value == int(m["rhs"]) else None
+    m = _COLUMN_LINE.match(line)
+    if not m:
+        return None
+    x, b, op = int(m["x"]), int(m["b"]), m["op"]
+    if op == "-" and b > x:
+        return None
+    value = x + b if op == "+" else x - b
+    return m["rhs"] if value == int(m["rhs"]) and m["work"] == column_work(op, x, b) else None
 
 
 def rejection_sample(lm, problems: Sequence[Problem], cfg: SamplingConfig, *,
