@@ -96,16 +96,17 @@ def test_killed_cli_meta_training_resumes_from_its_last_step(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    metrics = out / "metrics.jsonl"
+    metrics, state_file = out / "metrics.jsonl", out / "checkpoints" / "es_state.json"
+
+    def checkpointed_step() -> int:  # the state file is written atomically after each metrics line
+        return json.loads(state_file.read_text())["step"] if state_file.exists() else 0
+
     deadline = time.time() + 120
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
+    while time.time() < deadline and checkpointed_step() < 2:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    state = json.loads((out / "checkpoints" / "es_state.json").read_text())
-    assert 2 <= state["step"] < 30
+    assert 2 <= checkpointed_step() < 30
     subprocess.run(args + ["--out", str(out)], env=env, check=True, capture_output=True)
     from reasonlab.config import load_config
 

@@ -25,6 +25,7 @@ CLASS_BY_FILE = {
     "skillmath_default.yaml": SkillMathConfig,
     "skillmath_quick.yaml": SkillMathConfig,
     "skillmath_tiny.yaml": SkillMathConfig,
+    "solver_3skill.yaml": SolverConfig,
     "solver_micro.yaml": SolverConfig,
     "solver_quick.yaml": SolverConfig,
 }
