@@ -111,11 +111,11 @@ def main() -> None:
     from reasonlab.solver import format_solver_table
 
     config = Path(args.config) if args.config else ROOT / "configs" / "solver_quick.yaml"
-    per_seed, last = [], None
+    per_seed = []
     for seed in args.seeds:
-        rec, last = one_seed(config, args.threads, seed, Path(args.out) / f"seed_{seed}")
+        rec, res = one_seed(config, args.threads, seed, Path(args.out) / f"seed_{seed}")
         per_seed.append(rec)
-        print(format_solver_table(last))
+        print(format_solver_table(res))
     # Top level: the mean over seeds of the accuracies, the slowest seed's training time, and the
     # first seed's record for everything else; every seed's record under "per_seed".
     result = dict(per_seed[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -9,8 +10,8 @@ from typer.testing import CliRunner
 
 from reasonlab.config import ConfigError, load_config
 from reasonlab.data.skillmath import (
-    SKILLS, SkillMathConfig, column_work, format_prompt, generate, pretraining_texts, read_problems, render,
-    sample_problems, sft_pairs, skill_names, write_splits)
+    SKILLS, SkillMathConfig, column_line, column_work, format_prompt, generate, pretraining_texts,
+    read_problems, render, sample_problems, sft_pairs, skill_names, write_splits)
 
 SMALL = dict(n_train=600, n_val=100, n_test=100, n_test_template=100, n_test_pair=100)
 
@@ -124,7 +125,8 @@ def test_training_text_helpers(splits):
 def test_column_work_is_correct_long_arithmetic():
     assert column_work("+", 47, 38) == "7 + 8 = 15, 4 + 3 + 1 = 8"
     assert column_work("-", 105, 17) == "15 - 7 = 8, 10 - 1 - 1 = 8, 1 - 0 - 1 = 0"
-    rng = __import__("random").Random(0)
+    assert column_line("+", 47, 38) == "47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85"
+    rng = random.Random(0)
     for _ in range(2000):
         x, b = rng.randint(0, 9999), rng.randint(0, 9999)
         op = rng.choice("+-")

@@ -421,16 +421,21 @@ def column_work(op: str, x: int, b: int) -> str:
     return ", ".join(cols)
 
 
+def column_line(op: str, x: int, b: int) -> str:
+    """A column-style solution line: ``47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85``."""
+    work = column_work(op, x, b)
+    return f"{x} {op} {b}: {work}, so {x + b if op == '+' else x - b}"
+
+
 _COLUMN_OPS = {"add": "+", "sub": "-"}
 
 
 def _step_line(step: Args, style: str) -> str:
-    sk = SKILLS[step["skill"]]
-    a, r = step["args"], sk.compute(step["args"])
+    sk, a = SKILLS[step["skill"]], step["args"]
     op = _COLUMN_OPS.get(step["skill"])
     if style == "columns" and op:
-        return f"{a['x']} {op} {a['b']}: {column_work(op, a['x'], a['b'])}, so {r}"
-    return sk.line(a, r)
+        return column_line(op, a["x"], a["b"])
+    return sk.line(a, sk.compute(a))
 
 
 def _solution(steps: list[Args], answer: int, style: str = "plain") -> str:

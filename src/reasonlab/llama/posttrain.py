@@ -196,7 +196,7 @@ def verifier_reward(problem: Problem, completion: str, answer_format: str = "ans
 
 
 _EQ_LINE = re.compile(r"^(?P<lhs>[0-9()+\-*/% ]+)=\s*(?P<rhs>-?\d+)\s*$")
-_COLUMN_LINE = re.compile(r"^(?P<x>\d+) (?P<op>[+-]) (?P<b>\d+): (?P<work>.+), so (?P<rhs>\d+)$")
+_COLUMN_LINE = re.compile(r"^(?P<x>\d+) (?P<op>[+-]) (?P<b>\d+): .*, so (?P<rhs>\d+)$")
 
 
 def _arith(expr: str) -> Fraction | None:
@@ -256,7 +256,7 @@ def _true_line_result(line: str) -> str | None:
     """The result of a true solution line: ``expr = n``, or a column-style add/sub line
     (``47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85``) whose columns are exactly the right ones.
     None for anything else."""
-    from reasonlab.data.skillmath import column_work
+    from reasonlab.data.skillmath import column_line
 
     m = _EQ_LINE.match(line)
     if m:
@@ -265,11 +265,10 @@ def _true_line_result(line: str) -> str | None:
     m = _COLUMN_LINE.match(line)
     if not m:
         return None
-    x, b, op = int(m["x"]), int(m["b"]), m["op"]
-    if op == "-" and b > x:
+    try:  # the line must be exactly the one the generator writes for its operands
+        return m["rhs"] if line == column_line(m["op"], int(m["x"]), int(m["b"])) else None
+    except ValueError:  # x - b with b > x
         return None
-    value = x + b if op == "+" else x - b
-    return m["rhs"] if value == int(m["rhs"]) and m["work"] == column_work(op, x, b) else None
 
 
 def rejection_sample(lm, problems: Sequence[Problem], cfg: SamplingConfig, *,
