@@ -24,7 +24,16 @@ from reasonlab.training.dpo import (
     train_dpo,
 )
 
-trl_dpo = pytest.importorskip("trl.trainer.dpo_trainer")
+try:  # TRL is only needed for the comparison tests; the rest of the file runs without it
+    import trl.trainer.dpo_trainer as trl_dpo
+except ImportError:
+    trl_dpo = None
+
+# The comparison calls TRL's private ``DPOTrainer._compute_loss`` and fused LM head, whose
+# signatures are those of the TRL range pinned in pyproject's dev extra.
+needs_trl = pytest.mark.skipif(
+    trl_dpo is None or not hasattr(trl_dpo.DPOTrainer, "_compute_loss"),
+    reason="needs TRL with DPOTrainer._compute_loss (the range pinned in the dev extra)")
 
 # --------------------------------------------------------------------------------------------
 # TRL's loss, called on small tensors
@@ -112,6 +121,7 @@ def _ours(per_token, completion, ref_c, ref_r, **kw):
     return preference_loss(c, r, ref_c, ref_r, chosen_lengths=cl, rejected_lengths=rl, **kw)
 
 
+@needs_trl
 @pytest.mark.parametrize("beta", [0.1, 0.5])
 def test_sigmoid_matches_trl(beta):
     case = _random_case(1)
@@ -121,6 +131,7 @@ def test_sigmoid_matches_trl(beta):
     assert float(ours.loss) > 0.1  # a real value, not a degenerate zero
 
 
+@needs_trl
 @pytest.mark.parametrize("beta", [0.1, 0.5])
 def test_ipo_matches_trl_per_token_average(beta):
     case = _random_case(2)
@@ -136,6 +147,7 @@ def test_ipo_matches_trl_per_token_average(beta):
     assert abs(float(unnorm) - float(theirs)) > 1e-3
 
 
+@needs_trl
 def test_sigmoid_plus_nll_matches_trl_sft_term():
     case = _random_case(3)
     ours = _ours(*case, beta=0.1, loss_type="sigmoid", nll_weight=0.2)
@@ -145,6 +157,7 @@ def test_sigmoid_plus_nll_matches_trl_sft_term():
     assert abs(float(ours.nll) - float(sft_only)) < 1e-6
 
 
+@needs_trl
 def test_cdpo_per_pair_epsilon_matches_trl_formula():
     # TRL 1.16's "sigmoid" has no label smoothing; its "aot" loss applies the cDPO formula
     # -(1-ε)logσ(βΔ) - ε logσ(-βΔ) to batch-sorted log-ratios. With one pair per call the sort is
@@ -278,6 +291,7 @@ def test_excluded_token_id_does_not_change_loss(one_thread):
     assert abs(float(loss_for(3, ())) - float(loss_for(4, ()))) > 1e-6
 
 
+@needs_trl
 def test_pair_logps_match_trl_fused_head_end_to_end():
     """Our masked log-probs + loss on a real tiny Llama equal TRL's own pipeline (its fused LM
     head and ``_compute_loss``) on the same batch, for sigmoid+NLL and IPO."""
@@ -365,3 +379,66 @@ def test_text_pairs_mask_llama3_formatting_tokens(tiny_tokenizer):
     # Truncation keeps the prompt's end and cuts the completion's tail.
     short = collate_pairs([enc], pad_token_id=tok.pad_token_id, max_len=8)
     assert short["input_ids"].shape[1] == 8 and int(short["completion_mask"][0].sum()) >= 1
+
+
+def test_one_long_completion_keeps_one_prompt_and_bos(caplog):
+    """A pair whose rejected completion is much longer than the chosen one: both rows keep the
+    same prompt (cut once, sized by the longer side), BOS stays first, and a warning counts the
+    cut tokens."""
+    from reasonlab.training.dpo import truncate_pair
+
+    prompt = [0] + list(range(10, 22))           # BOS + 12 tokens
+    chosen = [30, 31, 32, 1]
+    rejected = list(range(40, 70)) + [1]         # 31 tokens
+    pair = EncodedPair(prompt, chosen, rejected)
+    with caplog.at_level("WARNING", logger="reasonlab.training.dpo"):
+        batch = collate_pairs([pair], pad_token_id=2, max_len=16, bos_token_id=0)
+    ids, comp = batch["input_ids"], batch["completion_mask"]
+    n_prompt = [int((comp[r] == 0).logical_and(batch["attention_mask"][r] == 1).sum()) for r in (0, 1)]
+    assert n_prompt[0] == n_prompt[1] == 8        # half the budget, the same on both sides
+    assert ids[0, :8].tolist() == ids[1, :8].tolist() == [0] + list(range(15, 22))
+    assert int(batch["attention_mask"][0].sum()) == 12 and int(batch["attention_mask"][1].sum()) == 16
+    assert ids[1, 8:].tolist() == list(range(40, 48))
+    out, cut = truncate_pair(pair, 16, bos_token_id=0)
+    assert (cut.prompt_cut, cut.chosen_cut, cut.rejected_cut) == (5, 0, 23)
+    assert out.chosen == chosen
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "1 of 1 pairs truncated" in msg and "prompt tokens cut: 5" in msg and "rejected tokens cut: 23" in msg
+    # Nothing to cut: no warning, pair unchanged.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="reasonlab.training.dpo"):
+        same = collate_pairs([EncodedPair(prompt, chosen, chosen)], pad_token_id=2, max_len=64)
+    assert not caplog.records and int(same["attention_mask"][0].sum()) == len(prompt) + len(chosen)
+
+
+def test_tests_without_trl_still_run():
+    """With TRL absent only the comparison tests skip: the rest of this file is collected."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; sys.modules['trl'] = None; import pytest; "
+            "sys.exit(pytest.main([sys.argv[1], '-p', 'no:xdist', '-p', 'no:cacheprovider', "
+            "'-k', 'config_validation or sigmoid_matches_trl or rewards_and_errors']))")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__))], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "2 passed, 2 skipped" in out.stdout, out.stdout[-2000:]
+
+
+def test_trl_pin_covers_the_installed_comparison():
+    """The dev extra pins the TRL range whose private API the comparison calls."""
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    if trl_dpo is None:
+        pytest.skip("TRL not installed")
+    py = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    spec = next(Requirement(r) for r in py["project"]["optional-dependencies"]["dev"]
+                if Requirement(r).name == "trl")
+    assert version("trl") in spec.specifier
+    assert "0.20" not in spec.specifier and "0.29.1" not in spec.specifier  # no _compute_loss there
+    assert hasattr(trl_dpo.DPOTrainer, "_compute_loss")

@@ -89,6 +89,13 @@ class TrainConfig:
         for i, r in enumerate(self.batch_ramp):
             if len(r) != 2 or r[0] < 0 or r[1] < 1:
                 raise ConfigError(f"config key 'batch_ramp[{i}]' = {r!r} must be [tokens_seen>=0, batch_size>=1]")
+            if self.micro_batch_size and r[1] % self.micro_batch_size:
+                raise ConfigError(
+                    f"config key 'batch_ramp[{i}]' batch size {r[1]} is not a multiple of config key "
+                    f"'micro_batch_size' = {self.micro_batch_size}")
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"config key 'batch_size' = {self.batch_size} is not a multiple of "
+                              f"config key 'micro_batch_size' = {self.micro_batch_size}")
 
     def peak_lr(self) -> float:
         if self.lr is not None:

@@ -178,15 +178,57 @@ class EncodedPair(NamedTuple):
     rejected: list[int]
 
 
-def _truncate(prompt: list[int], completion: list[int], max_len: int) -> tuple[list[int], list[int]]:
-    """Fit ``prompt + completion`` into ``max_len``: drop the prompt's oldest tokens down to half the
-    budget, then cut the completion's end (TRL keeps the start; we keep the prompt's end, which
-    holds the question nearest to the answer)."""
-    if len(prompt) + len(completion) <= max_len:
-        return prompt, completion
-    keep_prompt = max(max_len - len(completion), min(len(prompt), max_len // 2))
-    prompt = prompt[len(prompt) - keep_prompt:] if keep_prompt > 0 else []
-    return prompt, completion[: max_len - len(prompt)]
+class Truncation(NamedTuple):
+    """What :func:`truncate_pair` cut from one pair (token counts)."""
+
+    prompt_cut: int
+    chosen_cut: int
+    rejected_cut: int
+
+    @property
+    def any(self) -> bool:
+        return bool(self.prompt_cut or self.chosen_cut or self.rejected_cut)
+
+
+def truncate_pair(pair: EncodedPair, max_len: int, bos_token_id: int | None = None
+                  ) -> tuple[EncodedPair, Truncation]:
+    """Fit both rows of a pair into ``max_len`` with one prompt shared by both sides.
+
+    As TRL's ``DPOTrainer`` does, the prompt is truncated once, sized by the *longer* completion,
+    so chosen and rejected always see the same prompt: its oldest tokens go first (down to half
+    the budget; the end holds the question nearest to the answer), a leading BOS is kept, then
+    each completion's end is cut to what is left.
+    """
+    prompt, chosen, rejected = list(pair.prompt), list(pair.chosen), list(pair.rejected)
+    longest = max(len(chosen), len(rejected))
+    if len(prompt) + longest <= max_len:
+        return EncodedPair(prompt, chosen, rejected), Truncation(0, 0, 0)
+    head = prompt[:1] if bos_token_id is not None and prompt[:1] == [bos_token_id] else []
+    body = prompt[len(head):]
+    keep = max(max_len - longest, min(len(prompt), max_len // 2))
+    keep_body = max(0, min(len(body), keep - len(head)))
+    new_prompt = head + (body[len(body) - keep_body:] if keep_body else [])
+    room = max(0, max_len - len(new_prompt))
+    out = EncodedPair(new_prompt, chosen[:room], rejected[:room])
+    return out, Truncation(len(prompt) - len(new_prompt), len(chosen) - len(out.chosen),
+                           len(rejected) - len(out.rejected))
+
+
+def truncate_pairs(pairs: Sequence[EncodedPair], max_len: int, bos_token_id: int | None = None,
+                   *, warn: bool = True) -> list[EncodedPair]:
+    """:func:`truncate_pair` on every pair; logs one warning with counts when anything is cut."""
+    out, cuts = [], []
+    for p in pairs:
+        q, t = truncate_pair(p, max_len, bos_token_id)
+        out.append(q)
+        cuts.append(t)
+    hit = [t for t in cuts if t.any]
+    if hit and warn:
+        log.warning("DPO max_len=%d: %d of %d pairs truncated (prompt tokens cut: %d in %d pairs; "
+                    "chosen tokens cut: %d; rejected tokens cut: %d)", max_len, len(hit), len(cuts),
+                    sum(t.prompt_cut for t in hit), sum(1 for t in hit if t.prompt_cut),
+                    sum(t.chosen_cut for t in hit), sum(t.rejected_cut for t in hit))
+    return out
 
 
 def encode_pair(pair: PreferencePair, tokenizer: Any = None, *, append_eos: bool = True
@@ -215,18 +257,21 @@ def encode_pair(pair: PreferencePair, tokenizer: Any = None, *, append_eos: bool
 
 
 def collate_pairs(pairs: Sequence[EncodedPair], *, pad_token_id: int, max_len: int | None = None,
-                  exclude_token_ids: Iterable[int] = ()) -> dict[str, torch.Tensor]:
+                  exclude_token_ids: Iterable[int] = (), bos_token_id: int | None = None
+                  ) -> dict[str, torch.Tensor]:
     """Right-padded batch of 2B rows: the B chosen sequences, then the B rejected ones.
+
+    With ``max_len`` each pair is first cut by :func:`truncate_pair` (one prompt for both sides,
+    BOS kept).
 
     Returns ``input_ids``, ``attention_mask``, ``completion_mask`` (1 on completion tokens) and
     ``loss_mask`` (completion tokens whose id is not in ``exclude_token_ids``), all (2B, T) long.
     """
     excl = torch.tensor(sorted(set(int(t) for t in exclude_token_ids)), dtype=torch.long)
-    rows: list[tuple[list[int], list[int]]] = []
-    for p in pairs:
-        rows.append(_truncate(list(p.prompt), list(p.chosen), max_len) if max_len else (p.prompt, p.chosen))
-    for p in pairs:
-        rows.append(_truncate(list(p.prompt), list(p.rejected), max_len) if max_len else (p.prompt, p.rejected))
+    if max_len:
+        pairs = truncate_pairs(pairs, max_len, bos_token_id)
+    rows = [(list(p.prompt), list(p.chosen)) for p in pairs]
+    rows += [(list(p.prompt), list(p.rejected)) for p in pairs]
     T = max(len(a) + len(b) for a, b in rows)
     n = len(rows)
     input_ids = torch.full((n, T), pad_token_id, dtype=torch.long)
@@ -398,15 +443,18 @@ def train_dpo(policy: torch.nn.Module, reference: torch.nn.Module | None, tokeni
     if pad_id is None:
         pad_id = getattr(getattr(policy, "config", None), "pad_token_id", None) or 0
     exclude = excluded_ids(tokenizer, config)
-    encoded = [encode_pair(p, tokenizer, append_eos=config.append_eos) for p in pairs]
+    bos_id = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    if bos_id is None:
+        bos_id = getattr(getattr(policy, "config", None), "bos_token_id", None)
+    encoded = truncate_pairs([encode_pair(p, tokenizer, append_eos=config.append_eos)
+                              for p in pairs], config.max_len, bos_id)
     eps_all = torch.tensor([config.label_smoothing if p.epsilon is None else float(p.epsilon)
                             for p in pairs], dtype=torch.float32)
     if config.loss_type == "ipo" and bool((eps_all != 0).any()):
         raise ValueError("pairs carry a cDPO epsilon but loss_type is 'ipo'")
 
     def batch_of(idx: list[int]) -> dict[str, torch.Tensor]:
-        b = collate_pairs([encoded[i] for i in idx], pad_token_id=pad_id, max_len=config.max_len,
-                          exclude_token_ids=exclude)
+        b = collate_pairs([encoded[i] for i in idx], pad_token_id=pad_id, exclude_token_ids=exclude)
         return {k: v.to(device) for k, v in b.items()}
 
     # Reference log-probs: once per pair, before any update.
