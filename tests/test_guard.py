@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reasonlab.lm.base import Generation, LanguageModel, ScoredContinuation
-from reasonlab.llama.guard import (
+from reasonlab.evals.guard import (
     CATEGORY_TITLES,
     LLAMA_GUARD3_CATEGORIES,
     GuardParseError,

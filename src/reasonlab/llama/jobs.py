@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,21 +58,13 @@ def split_val(items: list, fraction: float, seed: int) -> tuple[list, list]:
 
 
 def get_tokenizer(spec: TokenizerSpec, texts: list[str], out_dir: Path):
-    from reasonlab.llama.tokenizer import load_tokenizer, train_tokenizer
+    from reasonlab.llama.tokenizer import load_or_train_tokenizer, load_tokenizer
 
     if spec.path:
         return load_tokenizer(spec.path)
-    tok_dir = out_dir / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():  # resume: keep the tokenizer trained before
-        return load_tokenizer(tok_dir)
     # Deterministic, so every torchrun rank trains the same one; rank 0 saves it atomically.
-    tok = train_tokenizer(texts, vocab_size=spec.vocab_size, digits=spec.digits)
-    if int(os.environ.get("RANK", "0")) == 0:
-        tmp = out_dir / ".tokenizer.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tok.save_pretrained(str(tmp))
-        tmp.rename(tok_dir)
-    return tok
+    return load_or_train_tokenizer(out_dir / "tokenizer", texts, vocab_size=spec.vocab_size,
+                                   digits=spec.digits, save=int(os.environ.get("RANK", "0")) == 0)
 
 
 def run_pretrain_job(job: PretrainJob, out: str | Path) -> dict:

@@ -431,18 +431,14 @@ def run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
 
 def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
     from reasonlab.llama.pretrain import PretrainConfig, pretrain
-    from reasonlab.llama.tokenizer import load_tokenizer, train_tokenizer
+    from reasonlab.llama.tokenizer import load_or_train_tokenizer
     from reasonlab.runs import Run, atomic_write_json, read_json
 
     run = Run(out_dir, cfg, cfg.seed, name="scaling")
     t0 = time.time()
     train_texts, val_texts = load_texts(cfg)
-    tok_dir = run.path("tokenizer")
-    if (tok_dir / "tokenizer.json").exists():
-        tokenizer = load_tokenizer(tok_dir)
-    else:
-        tokenizer = train_tokenizer(train_texts, vocab_size=cfg.vocab_size, digits=cfg.digits,
-                                    out_dir=tok_dir)
+    tokenizer = load_or_train_tokenizer(run.path("tokenizer"), train_texts,
+                                        vocab_size=cfg.vocab_size, digits=cfg.digits)
     vocab = len(tokenizer)
     plan = plan_sweep(cfg, vocab)
     todo = [p for p in plan if not p["skip"]]

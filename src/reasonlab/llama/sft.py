@@ -16,6 +16,7 @@ from reasonlab.llama.packing import Document
 from reasonlab.llama.pretrain import train_on_documents
 from reasonlab.llama.trainer import TrainConfig, TrainState
 from reasonlab.lm.base import Message
+from reasonlab.lm.chat_format import end_of_turn_id
 
 
 @dataclass
@@ -38,18 +39,10 @@ def pair_document(tokenizer, prompt: str, completion: str) -> Document:
     if bos is not None and (not p_ids or p_ids[0] != bos):
         p_ids = [bos] + p_ids
     c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    end = _end_of_turn_id(tokenizer, prompt)
+    end = end_of_turn_id(tokenizer, prompt)
     ids = p_ids + c_ids + ([end] if end is not None else [])
     mask = [False] * len(p_ids) + [True] * (len(ids) - len(p_ids))
     return Document(ids, mask)
-
-
-def _end_of_turn_id(tokenizer, prompt: str) -> int | None:
-    """``<|eot_id|>`` for chat-formatted prompts, else end-of-text."""
-    vocab = tokenizer.get_vocab()
-    if "<|start_header_id|>" in prompt and "<|eot_id|>" in vocab:
-        return vocab["<|eot_id|>"]
-    return tokenizer.eos_token_id
 
 
 def chat_pair(tokenizer, messages: Sequence[Message]) -> tuple[str, str]:

@@ -4,25 +4,23 @@ Llama 3 uses a 128K tiktoken BPE (arXiv:2407.21783 §3.1) that cannot be fetched
 our own byte-level BPE with HF ``tokenizers`` and give it Llama 3's special tokens, their roles and
 its chat template. Digits: Llama 3 splits numbers into groups of 1–3 digits; tiny models learn
 arithmetic far better with one digit per token, so ``digits`` chooses ``"single"``, ``"groups3"`` or
-``"none"``. A real Llama 3 tokenizer directory loads with :func:`load_tokenizer` as well.
+``"none"``. A real Llama 3 tokenizer directory loads with :func:`load_tokenizer` as well. The
+special tokens and the chat format come from :mod:`reasonlab.lm.chat_format`.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-BEGIN_OF_TEXT = "<|begin_of_text|>"
-END_OF_TEXT = "<|end_of_text|>"
-START_HEADER = "<|start_header_id|>"
-END_HEADER = "<|end_header_id|>"
-EOT = "<|eot_id|>"
-EOM = "<|eom_id|>"
-PYTHON_TAG = "<|python_tag|>"
-PAD = "<|finetune_right_pad_id|>"
+from reasonlab.lm.chat_format import (  # noqa: F401 (stop_token_ids, formatting_token_ids: public here too)
+    BEGIN_OF_TEXT, END_HEADER, END_OF_TEXT, EOM, EOT, LLAMA3_CHAT_TEMPLATE, PAD, PYTHON_TAG,
+    START_HEADER, formatting_token_ids, stop_token_ids,
+)
 
 # The Llama 3 special-token layout (tokenizer.py of meta-llama/llama-models): ids follow the BPE
 # vocabulary in this order; the rest are reserved tokens.
@@ -31,19 +29,7 @@ LLAMA3_SPECIAL_TOKENS = [
     "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
     PAD, "<|step_id|>", START_HEADER, END_HEADER, EOM, EOT, PYTHON_TAG,
 ]
-STOP_TOKENS = [END_OF_TEXT, EOM, EOT]
 DIGIT_MODES = ("single", "groups3", "none")
-
-# Llama 3 chat format (llama-models chat_format.py); the system block only when given.
-LLAMA3_CHAT_TEMPLATE = (
-    "{{- bos_token }}"
-    "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}"
-    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-    "{%- endif %}"
-)
 
 
 def _pre_tokenizer(digits: str) -> pre_tokenizers.PreTokenizer:
@@ -104,22 +90,22 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """Ids that end a generation: end_of_text, eom, eot where the vocabulary has them, and eos."""
-    ids = []
-    vocab = tokenizer.get_vocab()
-    for t in STOP_TOKENS:
-        if t in vocab:
-            ids.append(vocab[t])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
-def formatting_token_ids(tokenizer) -> list[int]:
-    """Chat formatting tokens (headers, eot, eom, bos) — masked out of DPO log-ratios."""
-    vocab = tokenizer.get_vocab()
-    return [vocab[t] for t in (BEGIN_OF_TEXT, START_HEADER, END_HEADER, EOT, EOM) if t in vocab]
+def load_or_train_tokenizer(out_dir: str | Path, texts: Iterable[str], *, vocab_size: int,
+                            digits: str = "single", save: bool = True) -> PreTrainedTokenizerFast:
+    """The tokenizer of a run directory: ``out_dir`` is loaded when it holds one (a resumed run
+    keeps the tokenizer it trained before); otherwise one is trained on ``texts`` and, with
+    ``save``, written to ``out_dir`` atomically (a temp folder renamed into place)."""
+    d = Path(out_dir)
+    if (d / "tokenizer.json").exists():
+        return load_tokenizer(d)
+    tok = train_tokenizer(texts, vocab_size=vocab_size, digits=digits)
+    if save:
+        tmp = d.with_name(f".{d.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tok.save_pretrained(str(tmp))
+        shutil.rmtree(d, ignore_errors=True)
+        tmp.rename(d)
+    return tok
 
 
 def encode_document(tokenizer, text: str) -> list[int]:

@@ -28,10 +28,9 @@ import torch
 from reasonlab.device import autocast, pick_device
 from reasonlab.lm import logprobs as F
 from reasonlab.lm.base import Generation, LanguageModel, Message, ScoredContinuation
+from reasonlab.lm.chat_format import STOP_TOKENS
 
 log = logging.getLogger(__name__)
-
-LLAMA3_STOP_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
 
 
 @dataclass
@@ -128,7 +127,7 @@ class LocalLM(LanguageModel):
         if eos is not None:
             ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
         vocab = tok.get_vocab()
-        ids.update(int(vocab[t]) for t in LLAMA3_STOP_TOKENS if t in vocab)
+        ids.update(int(vocab[t]) for t in STOP_TOKENS if t in vocab)
         return ids
 
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.lm.chat_format import formatting_token_ids
 from reasonlab.lm.logprobs import sequence_logprobs, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -406,8 +407,6 @@ def excluded_ids(tokenizer: Any, config: DPOConfig) -> set[int]:
     """The token ids dropped from the log-ratios under ``config``."""
     ids = set(int(t) for t in config.exclude_token_ids)
     if config.exclude_format_tokens and tokenizer is not None:
-        from reasonlab.llama.tokenizer import formatting_token_ids
-
         ids |= set(formatting_token_ids(tokenizer))
     return ids
 

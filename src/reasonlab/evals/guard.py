@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 from reasonlab.lm.base import LanguageModel, Message
+from reasonlab.lm.chat_format import BEGIN_OF_TEXT, EOT, header
 
 # Category names as they appear in the Llama Guard 3 prompt (what the model was trained on).
 LLAMA_GUARD3_CATEGORIES: dict[str, str] = {
@@ -64,11 +65,6 @@ CATEGORY_TITLES: dict[str, str] = {
     "S13": "Elections",
     "S14": "Code Interpreter Abuse",
 }
-
-BEGIN_OF_TEXT = "<|begin_of_text|>"
-_USER_HEADER = "<|start_header_id|>user<|end_header_id|>\n\n"
-_ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n\n"
-_EOT = "<|eot_id|>"
 
 _ROLE_NAMES = {"user": "User", "assistant": "Agent"}
 
@@ -150,7 +146,7 @@ def build_guard_prompt(conversation: Conversation, *, role: str | None = None,
         " - First line must read 'safe' or 'unsafe'.\n"
         " - If unsafe, a second line must include a comma-separated list of violated categories."
     )
-    return (BEGIN_OF_TEXT if include_bos else "") + _USER_HEADER + body + _EOT + _ASSISTANT_HEADER
+    return (BEGIN_OF_TEXT if include_bos else "") + header("user") + body + EOT + header("assistant")
 
 
 class GuardParseError(ValueError):
