@@ -1,0 +1,63 @@
+"""CLI: ``reasonlab serve MODEL`` (a model folder) on 127.0.0.1 unless told otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from reasonlab.cli_common import ConfigOpt, SetOpt, build_config, fail, user_errors
+
+
+def serve_model(cfg, *, log_level: str = "info") -> None:
+    """Load ``cfg.model`` and serve it with uvicorn until interrupted."""
+    import torch
+    import uvicorn
+
+    from reasonlab.lm.load import resolve_folder
+    from reasonlab.lm.local import LocalLM
+    from reasonlab.serve.app import Server
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    folder = resolve_folder(cfg.model)
+    lm = LocalLM.from_pretrained(folder, device=cfg.device, batch_size=cfg.max_batch)
+    if not cfg.name:
+        cfg.name = folder.name
+    app = Server(lm, cfg).app()
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_cmd(model: str = typer.Argument(..., help="Model folder (or a known model name)."),
+                  host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+                  port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000)."),
+                  api_key: Optional[str] = typer.Option(None, "--api-key", help="Require this Bearer key "
+                                                        "(default: $REASONLAB_API_KEY if set)."),
+                  config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt) -> None:
+        """Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
+        /health), batching concurrent requests."""
+        import dataclasses
+        import os
+
+        from reasonlab.config import ConfigError
+        from reasonlab.serve.app import ServeConfig
+
+        cfg = build_config(ServeConfig, config, set_, base={"model": model})
+        given = {k: v for k, v in (("host", host), ("port", port), ("api_key", api_key))
+                 if v is not None}
+        try:
+            cfg = dataclasses.replace(cfg, model=model, **given)
+        except ConfigError as e:
+            fail(str(e))
+        if cfg.host not in ("127.0.0.1", "localhost", "::1") and not (
+                cfg.api_key or os.environ.get("REASONLAB_API_KEY")):
+            typer.secho(f"warning: serving on {cfg.host} without an API key", err=True,
+                        fg=typer.colors.YELLOW)
+        with user_errors():
+            try:
+                serve_model(cfg)
+            except OSError as e:
+                fail(f"cannot serve on {cfg.host}:{cfg.port}: {e}")
