@@ -44,7 +44,7 @@ def one_seed(seed: int, out: str, solver_config: str, posttrain_overrides: list[
 
     logging.basicConfig(level=logging.WARNING)
     from reasonlab.config import load_config
-    from reasonlab.llama.posttrain import PosttrainConfig, run_posttrain
+    from reasonlab.posttrain import PosttrainConfig, run_posttrain
     from reasonlab.solver import SolverConfig, run_solver
 
     base = Path(out) / f"seed{seed}"
@@ -80,7 +80,7 @@ def main() -> None:
     import torch
 
     from reasonlab.config import load_config, to_dict
-    from reasonlab.llama.posttrain import PosttrainConfig
+    from reasonlab.posttrain import PosttrainConfig
     from reasonlab.runs import atomic_write_json
 
     solver_config = args.solver_config or str(

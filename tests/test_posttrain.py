@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from reasonlab.device import torch_threads
 from reasonlab.data.problem import Problem
-from reasonlab.llama.posttrain import (
+from reasonlab.posttrain import (
     SamplingConfig,
     average_models,
     average_state_dicts,
@@ -251,7 +251,7 @@ def test_posttrain_run_with_rs_sft_starts_dpo_from_the_rs_sft_model(tmp_path, ti
     from conftest import build_tiny_model
 
     from reasonlab.data.skillmath import write_splits
-    from reasonlab.llama.posttrain import PosttrainConfig, run_posttrain
+    from reasonlab.posttrain import PosttrainConfig, run_posttrain
     from reasonlab.lm.local import LocalLM
 
     model = build_tiny_model(tiny_tokenizer, seed=0)
@@ -275,7 +275,7 @@ def test_posttrain_run_with_rs_sft_starts_dpo_from_the_rs_sft_model(tmp_path, ti
 
 
 def test_step_pairs_cut_at_the_first_differing_line():
-    from reasonlab.llama.posttrain import dpo_inputs, step_pair
+    from reasonlab.posttrain import dpo_inputs, step_pair
 
     pair = {"id": "p", "prompt": "Q: What is 96 - 25? What is that + 3?\nA: ",
             "chosen": "96 - 25 = 71\n71 + 3 = 74\nThe answer is 74.",

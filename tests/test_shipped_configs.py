@@ -8,7 +8,7 @@ import pytest
 
 from reasonlab.config import load_config
 from reasonlab.data.skillmath import SkillMathConfig
-from reasonlab.llama.posttrain import PosttrainConfig
+from reasonlab.posttrain import PosttrainConfig
 from reasonlab.llama.scaling import ScalingConfig
 from reasonlab.optim.compare import CompareConfig
 from reasonlab.optim.es import MetaTrainConfig

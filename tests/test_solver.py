@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from reasonlab.config import load_config
+from reasonlab.evals.skillmath_eval import majority_baseline
 from reasonlab.runs import read_jsonl
-from reasonlab.solver import SolverConfig, majority_baseline, run_solver
+from reasonlab.solver import SolverConfig, run_solver
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "reasonlab.optim.cli",
     "reasonlab.solver_cli",
     "reasonlab.llama.posttrain_cli",
+    "reasonlab.models.cli",
     "reasonlab.serve.cli",
 ]
 

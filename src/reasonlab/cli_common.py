@@ -1,10 +1,24 @@
-"""Shared pieces of the CLI: the ``--config``/``--set`` options and clean error exits."""
+"""Shared pieces of the CLI: the options every command takes and the one way a command runs.
+
+Every command follows one pattern:
+
+* options in one order: ``--out`` (where it writes), then ``--config``, then ``--set`` (repeatable
+  ``key=value`` overrides), then the command's own options;
+* the body runs inside :func:`config_command`, which loads the config (a bad file, key or value
+  exits with status 2 and a one-line message naming it) and turns the errors bad input raises
+  while running into the same one-line exit instead of a traceback;
+* a module registers its commands with one ``register(app)`` function (listed in
+  ``reasonlab.cli.COMMAND_MODULES``) that adds module-level command functions or one sub-app.
+
+A command without a config uses :func:`user_errors` alone; :func:`fail` ends any command with a
+message.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional, TypeVar
+from typing import Any, Iterator, NoReturn, Optional, TypeVar
 
 import typer
 
@@ -12,9 +26,15 @@ from reasonlab.config import ConfigError, load_config
 
 T = TypeVar("T")
 
+OutOpt = typer.Option(..., "--out", "-o", help="Run directory to write (resumed if it exists).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: key=value (repeatable).")
-OutOpt = typer.Option(..., "--out", "-o", help="Run directory to write (resumed if it exists).")
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` in red on stderr and exit with status 2."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
 
 
 def build_config(cls: type[T], config: Optional[Path], sets: Optional[list[str]],
@@ -23,14 +43,12 @@ def build_config(cls: type[T], config: Optional[Path], sets: Optional[list[str]]
     try:
         return load_config(cls, config, sets or [], base=base)
     except ConfigError as e:
-        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
+        fail(str(e))
 
 
-def fail(message: str) -> None:
-    """Print an error and exit with status 2."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(2)
+def _message(e: BaseException) -> str:
+    # KeyError's str() is the repr of its argument; the argument is the message
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
 
 
 @contextmanager
@@ -42,4 +60,14 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (FileNotFoundError, ValueError, KeyError, RunConfigMismatch) as e:
-        fail(str(e))
+        fail(_message(e))
+
+
+@contextmanager
+def config_command(cls: type[T], config: Optional[Path], sets: Optional[list[str]], *,
+                   base: dict[str, Any] | None = None) -> Iterator[T]:
+    """The body of a config-driven command: ``with config_command(Cfg, config, sets) as cfg:``
+    loads ``cfg`` (:func:`build_config`) and runs the block under :func:`user_errors`."""
+    cfg = build_config(cls, config, sets, base)
+    with user_errors():
+        yield cfg

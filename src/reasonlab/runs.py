@@ -113,6 +113,16 @@ def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(to_json(r, indent=None) + "\n" for r in records))
 
 
+def finished_results(out_dir: str | Path, *outputs: str) -> dict[str, Any] | None:
+    """The results of a finished stage: ``out_dir/results.json`` when it and every one of
+    ``outputs`` (paths relative to ``out_dir``, e.g. ``"model/config.json"``) exist; None when the
+    stage is still to run. The one "skip the stage if its results exist" check of every runner."""
+    d = Path(out_dir)
+    if not (d / "results.json").exists() or not all((d / o).exists() for o in outputs):
+        return None
+    return read_json(d / "results.json")
+
+
 class RunConfigMismatch(RuntimeError):
     """A run directory exists with a different config; resume refused."""
 
@@ -216,3 +226,7 @@ class Run:
     def results(self) -> dict[str, Any] | None:
         p = self.dir / "results.json"
         return read_json(p) if p.exists() else None
+
+    def finished(self, *outputs: str) -> dict[str, Any] | None:
+        """This run's results when it has finished (results.json and ``outputs`` exist), else None."""
+        return finished_results(self.dir, *outputs)

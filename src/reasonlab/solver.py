@@ -29,7 +29,6 @@ import dataclasses
 import logging
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,12 +36,12 @@ from typing import Any, Callable
 from reasonlab.config import ConfigError, check_range
 from reasonlab.device import torch_threads
 from reasonlab.data.skillmath import SkillMathConfig
+from reasonlab.evals.skillmath_eval import EVAL_SETS, eval_sets, evaluate_sets, majority_baseline
 from reasonlab.llama.pretrain import PretrainConfig
 from reasonlab.llama.sft import SFTConfig
 
 log = logging.getLogger(__name__)
 
-EVAL_SETS = ("test_k1", "test_k2", "test_k3", "test_template", "test_pair")
 TRAIN_STAGES = ("pretrain", "sft_k1", "sft")
 
 
@@ -117,34 +116,6 @@ def _load_stages(path: Path) -> dict[str, Any]:
     return read_json(path) if path.exists() else {}
 
 
-def eval_sets(splits: dict[str, list]) -> dict[str, list]:
-    """The evaluation sets: the test split by number of skills, and the held-out splits."""
-    test = splits.get("test", [])
-    return {
-        "test_k1": [p for p in test if len(p.skills) == 1],
-        "test_k2": [p for p in test if len(p.skills) == 2],
-        "test_k3": [p for p in test if len(p.skills) == 3],
-        "test_template": list(splits.get("test_template", [])),
-        "test_pair": list(splits.get("test_pair", [])),
-    }
-
-
-def majority_baseline(train: list, test: list) -> float:
-    """Accuracy of always answering the most frequent training answer among problems with as
-    many skills (the chance level of a model that ignores the numbers)."""
-    if not test:
-        return 0.0
-    by_k: dict[int, Counter] = {}
-    for p in train:
-        by_k.setdefault(len(p.skills), Counter())[p.answer] += 1
-    hits = 0
-    for p in test:
-        c = by_k.get(len(p.skills))
-        if c and c.most_common(1)[0][0] == p.answer:
-            hits += 1
-    return hits / len(test)
-
-
 def initial_val_loss(cfg, tokenizer, val_pairs, init_from: str | None) -> float | None:
     """Validation loss (solution tokens) of the model SFT starts from, before any update."""
     if not val_pairs:
@@ -186,55 +157,16 @@ def stage_data(cfg: SolverConfig, out: Path) -> dict[str, list]:
 
 def stage_tokenizer(cfg: SolverConfig, out: Path, texts: list[str]):
     """Train the character-level tokenizer on the training texts (or load it back)."""
-    import shutil
+    from reasonlab.llama.tokenizer import load_or_train_tokenizer
 
-    from reasonlab.llama.tokenizer import load_tokenizer, train_tokenizer
-
-    d = out / "tokenizer"
-    if (d / "tokenizer.json").exists():
-        return load_tokenizer(d)
-    tok = train_tokenizer(texts, vocab_size=cfg.vocab_size, digits=cfg.digits)
-    tmp = out / ".tokenizer.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tok.save_pretrained(str(tmp))
-    tmp.rename(d)
-    return tok
+    return load_or_train_tokenizer(out / "tokenizer", texts, vocab_size=cfg.vocab_size,
+                                   digits=cfg.digits)
 
 
 def _done(stage_dir: Path) -> bool:
-    return (stage_dir / "results.json").exists() and (stage_dir / "model" / "config.json").exists()
+    from reasonlab.runs import finished_results
 
-
-def evaluate_sets(model_dir: str | Path, sets: dict[str, list], out: Path, *,
-                  names: list[str] | None = None, limit: int = 0, max_new_tokens: int = 128,
-                  batch_size: int = 64, seed: int = 0, device: str = "cpu",
-                  progress: bool = True) -> dict[str, Any]:
-    """Greedy accuracy (strict ``The answer is N.`` scoring) of ``model_dir`` on each set, into
-    ``out/{set}`` run directories; a set whose results exist is read back, not redone."""
-    from reasonlab.evals.accuracy import AccuracyConfig, run_accuracy
-    from reasonlab.lm.local import LocalLM
-    from reasonlab.runs import read_json
-
-    lm = None
-    results = {}
-    for name in names if names is not None else list(sets):
-        probs = sets.get(name, [])
-        if limit:
-            probs = probs[:limit]
-        if not probs:
-            continue
-        d = out / name
-        if (d / "results.json").exists() and (d / "config.json").exists():
-            results[name] = read_json(d / "results.json")
-            continue
-        acc_cfg = AccuracyConfig(dataset="skillmath", split=name, limit=None, k=1,
-                                 temperature=0.0, max_new_tokens=max_new_tokens,
-                                 answer_format="answer_is", batch_size=batch_size,
-                                 bootstrap=0, seed=seed)
-        if lm is None:
-            lm = LocalLM.from_pretrained(model_dir, device=device, batch_size=batch_size)
-        results[name] = run_accuracy(acc_cfg, lm, d, problems=probs, progress=progress)
-    return results
+    return finished_results(stage_dir, "model/config.json") is not None
 
 
 def stage_evaluate(cfg: SolverConfig, model_dir: Path, sets: dict[str, list], out: Path, *,

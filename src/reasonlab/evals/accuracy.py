@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from reasonlab.config import ConfigError, check_choice, check_range
-from reasonlab.data.answers import FORMATS, extract_answer, is_equivalent, normalize_answer
+from reasonlab.data.answers import FORMATS, check_answer, extract_answer, is_equivalent, normalize_answer
 from reasonlab.data.problem import Problem
 
 log = logging.getLogger(__name__)
 
 CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+QA_STOP = "\nQ:"  # where a ``Q: ...\nA: `` completion runs on into a new question
 GROUPS = ("skill", "subject", "level", "steps")
 
 
@@ -44,7 +45,7 @@ class AccuracyConfig:
     max_new_tokens: int = 256
     prompt_format: str = "qa"  # "qa": "Q: {question}\nA: "; "chat": chat template + instruction
     answer_format: str = "auto"
-    stop: list[str] = field(default_factory=lambda: ["\nQ:", "\n\n\n"])
+    stop: list[str] = field(default_factory=lambda: [QA_STOP, "\n\n\n"])
     batch_size: int = 16  # problems per generate call (k prompts each)
     bootstrap: int = 1000
     seed: int = 0
@@ -130,11 +131,22 @@ def make_prompt(model: Any, problem: Problem, prompt_format: str = "qa") -> str:
     raise ValueError(f"unknown prompt_format {prompt_format!r}; known: ['qa', 'chat']")
 
 
+def completion_answer(completion: str, answer_format: str = "auto") -> str | None:
+    """The final answer of a completion, read from the text before :data:`QA_STOP`."""
+    return extract_answer(completion.split(QA_STOP, 1)[0], answer_format)
+
+
+def is_correct(completion: str, reference: str, answer_format: str = "auto") -> bool:
+    """Whether a completion (cut at :data:`QA_STOP`) states the reference answer: the one
+    correctness check of evaluations, rewards and demos (``data.answers.check_answer``)."""
+    return check_answer(completion.split(QA_STOP, 1)[0], reference, answer_format)
+
+
 def score_problem(problem: Problem, completions: Sequence[str], answer_format: str = "auto") -> dict[str, Any]:
     """One per-problem record: extracted answers, per-sample correctness, pass@k, maj@k.
 
     A completion is cut at ``\nQ:`` first (a model that runs on into a new question)."""
-    answers = [extract_answer(c.split("\nQ:", 1)[0], answer_format) for c in completions]
+    answers = [completion_answer(c, answer_format) for c in completions]
     correct = [is_equivalent(a, problem.answer) for a in answers]
     maj = majority_answer(answers)
     return {
