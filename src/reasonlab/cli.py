@@ -28,7 +28,7 @@ COMMAND_MODULES = [
     "reasonlab.demo",
     "reasonlab.optim.cli",
     "reasonlab.solver_cli",
-    "reasonlab.llama.posttrain_cli",
+    "reasonlab.posttrain.cli",
     "reasonlab.models.cli",
     "reasonlab.serve.cli",
 ]
