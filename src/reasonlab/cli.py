@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "reasonlab.llama.scaling_cli",
     "reasonlab.demo",
     "reasonlab.optim.cli",
+    "reasonlab.peft.cli",
     "reasonlab.solver_cli",
     "reasonlab.posttrain.cli",
     "reasonlab.models.cli",
