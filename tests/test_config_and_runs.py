@@ -46,7 +46,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 
 def test_cli_reports_bad_inputs_cleanly(tmp_path):
-    r = runner.invoke(app, ["pretrain", "--out", str(tmp_path / "o"), "--set", "train.preset=tiny-9m",
+    r = runner.invoke(app, ["pretrain", "--out", str(tmp_path / "o"), "--set", "train.preset=tiny-0.5m",
                             "--set", f"corpus={tmp_path / 'c.txt'}"])
     assert r.exit_code == 2 and "corpus file not found" in r.output
     (tmp_path / "c.txt").write_text("one doc\n\nanother doc\n")
@@ -102,6 +102,7 @@ def test_run_written_before_a_new_config_key_resumes_only_at_its_default(tmp_pat
 
     atomic_write_json(tmp_path / "config.json",
                       {"name": "x", "seed": 0, "config": {"a": 1, "inner": {"lr": 0.1}}})
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')  # work that a mismatch must keep
     assert Run(tmp_path, Cfg(), seed=0).resumed
     for changed in (Cfg(flag=True), Cfg(inner=Inner(steps=6)), Cfg(a=2)):
         with pytest.raises(RunConfigMismatch):
@@ -124,6 +125,7 @@ def test_run_resumes_a_config_whose_bare_defaults_do_not_validate(tmp_path):
 
     atomic_write_json(tmp_path / "config.json",
                       {"name": "x", "seed": 0, "config": {"paths": {"a": "p"}, "workers": 2}})
+    (tmp_path / "results.json").write_text("{}")  # work that a mismatch must keep
     assert Run(tmp_path, Strict(paths={"a": "p"}), seed=0).resumed  # same config: no defaults needed
     atomic_write_json(tmp_path / "config.json",
                       {"name": "x", "seed": 0, "config": {"paths": {"a": "p"}}})

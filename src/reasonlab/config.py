@@ -8,6 +8,7 @@ names the unknown key (and the known ones) or the value out of range.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -24,7 +25,10 @@ class ConfigError(ValueError):
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
                 *, lo_open: bool = False) -> None:
-    """Raise :class:`ConfigError` if ``value`` is outside ``[lo, hi]`` (``(lo, hi]`` if lo_open)."""
+    """Raise :class:`ConfigError` if ``value`` is outside ``[lo, hi]`` (``(lo, hi]`` if lo_open) or
+    is not a finite number (NaN compares false with every bound, so it is named here)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{name}' = {value!r} is not a finite number")
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
     too_high = hi is not None and value > hi
     if too_low or too_high:

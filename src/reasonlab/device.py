@@ -16,6 +16,19 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
+def check_device(name: str, value: str) -> None:
+    """Raise ConfigError (naming config key ``name``) unless ``value`` is a device this project
+    accepts: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``. Checked at load, before any file
+    is written; whether CUDA is present is checked when the device is picked."""
+    import re
+
+    from reasonlab.config import ConfigError
+
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ConfigError(f"config key '{name}' = {value!r} is not a device; "
+                          "use auto, cpu, mps, cuda or cuda:N")
+
+
 def supports_bf16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 

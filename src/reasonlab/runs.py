@@ -158,42 +158,140 @@ def _defaults_of(config: Any) -> dict[str, Any]:
     return out
 
 
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def record_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: X there, Y now`` for every key whose value differs between two run records."""
+    a, b = _flatten(stored), _flatten(current)
+    return [f"{k}: {a.get(k, '(absent)')!r} there, {b.get(k, '(absent)')!r} now"
+            for k in sorted(set(a) | set(b)) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+
+
+def file_identity(path: str | Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file: what a run records of the data it was made from."""
+    import hashlib
+
+    p = Path(path)
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"path": str(p), "bytes": p.stat().st_size, "sha256": h.hexdigest()}
+
+
+def texts_identity(texts: Any) -> dict[str, Any]:
+    """Count and SHA-256 of a list of texts (or JSON-able records): a loaded data set's identity."""
+    import hashlib
+
+    h = hashlib.sha256()
+    n = 0
+    for t in texts:
+        h.update((t if isinstance(t, str) else to_json(t, indent=None)).encode("utf-8"))
+        h.update(b"\x00")
+        n += 1
+    return {"items": n, "sha256": h.hexdigest()}
+
+
+# What a run directory may hold before it has done any work: a refused or failed start leaves
+# only these, and the corrected command may start again there.
+_NO_WORK = {"config.json", "tokenizer", ".tokenizer.tmp"}
+
+
 class Run:
     """One run directory.
 
-    ``Run(out, config, seed)`` creates it (or resumes it when ``config.json`` already holds the
-    same config; keys added to a config class since are taken at their defaults). ``log(step=..., **metrics)`` appends to metrics.jsonl; ``save_results`` writes
-    results.json; ``path('plot.png')`` and ``checkpoint_dir`` give places for artifacts.
+    ``Run(out, config, seed, identity=...)`` creates it, or resumes it when ``config.json`` holds
+    the same record: the whole config (every section of a job), the seed and ``identity`` (what
+    the run was made from: the data set's and the tokenizer's hashes). Keys added to a config
+    class since are taken at their defaults. A different record is refused, naming each differing
+    key with both values, unless the directory holds no work yet (then it starts afresh) or
+    ``overwrite`` is set (its contents are deleted). ``log(step=..., **metrics)`` appends to
+    metrics.jsonl; ``save_results`` writes results.json; ``path('plot.png')`` and
+    ``checkpoint_dir`` give places for artifacts.
     """
 
     def __init__(self, out_dir: str | Path, config: Any = None, seed: int | None = None,
-                 *, overwrite: bool = False, name: str | None = None):
+                 *, overwrite: bool = False, name: str | None = None,
+                 identity: dict[str, Any] | None = None):
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise ValueError(f"run directory {self.dir} is a file, not a directory")
         cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else (config or {})
         record = {"name": name, "seed": seed, "config": cfg}
+        if identity is not None:
+            record["identity"] = identity
         cfg_path = self.dir / "config.json"
         self.resumed = False
-        if cfg_path.exists() and not overwrite:
+        if cfg_path.exists():
             old = read_json(cfg_path)
-            stored = json.loads(to_json(old.get("config")))
-            current = json.loads(to_json(cfg))
-            if dataclasses.is_dataclass(config) and stored != current:
-                stored = _with_new_defaults(stored, _defaults_of(config))
-            if stored != current or old.get("seed") != seed:
-                raise RunConfigMismatch(
-                    f"run directory {self.dir} holds a different config or seed; "
-                    "use a new directory or overwrite=True"
-                )
-            self.resumed = True
-        else:
+            diffs = [] if overwrite else self._differences(old, record, config)
             if overwrite:
-                for f in ("metrics.jsonl", "results.json"):
-                    (self.dir / f).unlink(missing_ok=True)
+                log.info("--overwrite: deleting the contents of %s", self.dir)
+                self._clear()
+            elif diffs and self.has_work():
+                raise RunConfigMismatch(
+                    f"run directory {self.dir} was made by another job ({'; '.join(diffs)}); "
+                    "rerun with --overwrite to delete it and start fresh, or use another --out")
+            elif diffs:
+                log.info("%s holds no work yet; starting it again with the new config", self.dir)
+                self._clear()
+            else:
+                self.resumed = True
+        if not self.resumed:
+            self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(cfg_path, record)
         self.seed = seed
         self.config = config
         self._t0 = time.time()
+
+    @staticmethod
+    def _differences(old: dict[str, Any], record: dict[str, Any], config: Any) -> list[str]:
+        stored = json.loads(to_json(old.get("config")))
+        current = json.loads(to_json(record["config"]))
+        if dataclasses.is_dataclass(config) and stored != current:
+            stored = _with_new_defaults(stored, _defaults_of(config))
+        diffs = record_differences(stored, current)
+        if old.get("seed") != record["seed"]:
+            diffs.append(f"seed: {old.get('seed')!r} there, {record['seed']!r} now")
+        if "identity" in old and "identity" in record:  # runs written before identities: config only
+            diffs += record_differences({"identity": old["identity"]},
+                                        json.loads(to_json({"identity": record["identity"]})))
+        return diffs
+
+    def has_work(self) -> bool:
+        """Whether the directory holds anything a run made beyond its config and tokenizer (empty
+        files and folders, made before a first step, are no work)."""
+        def empty(p: Path) -> bool:
+            if p.is_dir() and not p.is_symlink():
+                return all(empty(q) for q in p.iterdir())
+            return p.is_file() and p.stat().st_size == 0
+
+        return any(not (p.name in _NO_WORK or p.name.endswith(".tmp") or empty(p))
+                   for p in self.dir.iterdir())
+
+    def _clear(self) -> None:
+        import shutil
+
+        for p in self.dir.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def restart_metrics(self) -> None:
+        """Drop every metric line: a runner that restarts from step 0 calls this so a rerun after a
+        kill does not append the same steps twice."""
+        (self.dir / "metrics.jsonl").unlink(missing_ok=True)
 
     @property
     def checkpoint_dir(self) -> Path:

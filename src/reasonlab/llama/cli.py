@@ -24,24 +24,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("pretrain")
     def pretrain_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
-                     set_: Optional[list[str]] = SetOpt) -> None:
+                     set_: Optional[list[str]] = SetOpt, overwrite: bool = OverwriteOpt) -> None:
         """Pre-train a Llama 3 preset on a corpus (runs under torchrun with DDP/FSDP2)."""
-        _run_job("PretrainJob", "run_pretrain_job", out, config, set_)
+        _run_job("PretrainJob", "run_pretrain_job", out, config, set_, overwrite)
 
     @app.command("sft")
     def sft_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
-                set_: Optional[list[str]] = SetOpt) -> None:
+                set_: Optional[list[str]] = SetOpt, overwrite: bool = OverwriteOpt) -> None:
         """Supervised fine-tuning on prompt→completion pairs (loss on completions only)."""
-        _run_job("SFTJob", "run_sft_job", out, config, set_)
+        _run_job("SFTJob", "run_sft_job", out, config, set_, overwrite)
 
 
-def _run_job(job_cls: str, runner: str, out: Path, config: Optional[Path], sets: Optional[list[str]]) -> None:
+OverwriteOpt = typer.Option(False, "--overwrite",
+                            help="Delete the run directory's contents first and start fresh.")
+
+
+def _run_job(job_cls: str, runner: str, out: Path, config: Optional[Path], sets: Optional[list[str]],
+             overwrite: bool = False) -> None:
     """Load a job config from ``reasonlab.llama.jobs``, run it, print its results as JSON."""
     from reasonlab.llama import jobs
 
     job = build_config(getattr(jobs, job_cls), config, sets)
     with user_errors():
-        typer.echo(jobs.print_results(getattr(jobs, runner)(job, out)))
+        typer.echo(jobs.print_results(getattr(jobs, runner)(job, out, overwrite=overwrite)))
 
 
 def register_generate(app: typer.Typer) -> None:

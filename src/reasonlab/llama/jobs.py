@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import random
 from dataclasses import dataclass, field
@@ -12,6 +14,8 @@ from reasonlab.config import check_choice, check_range
 from reasonlab.llama.pretrain import PretrainConfig
 from reasonlab.llama.sft import SFTConfig
 from reasonlab.llama.tokenizer import DIGIT_MODES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +61,28 @@ def split_val(items: list, fraction: float, seed: int) -> tuple[list, list]:
     return items[n_val:], items[:n_val]
 
 
+def tokenizer_identity(spec: TokenizerSpec) -> dict:
+    """What a run records of its tokenizer: the files' hashes when it reuses a directory (the spec
+    itself, in the job config, identifies one trained on the run's data)."""
+    from reasonlab.runs import file_identity
+
+    if not spec.path:
+        return {"trained_on": "the run's training data"}
+    d = Path(spec.path)
+    if not (d / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"tokenizer.path: no tokenizer.json in {d}")
+    return {"path": str(d), "tokenizer.json": file_identity(d / "tokenizer.json")["sha256"]}
+
+
+def open_job_run(job, out: str | Path, *, data_identity: dict, name: str, overwrite: bool = False):
+    """The run directory of a job: its record holds every section of ``job`` and the identities
+    of the data and the tokenizer, all compared when the run is resumed."""
+    from reasonlab.runs import Run
+
+    identity = {"data": data_identity, "tokenizer": tokenizer_identity(job.tokenizer)}
+    return Run(out, job, job.train.seed, name=name, identity=identity, overwrite=overwrite)
+
+
 def get_tokenizer(spec: TokenizerSpec, texts: list[str], out_dir: Path):
     from reasonlab.llama.tokenizer import load_or_train_tokenizer, load_tokenizer
 
@@ -67,15 +93,31 @@ def get_tokenizer(spec: TokenizerSpec, texts: list[str], out_dir: Path):
                                    digits=spec.digits, save=int(os.environ.get("RANK", "0")) == 0)
 
 
-def run_pretrain_job(job: PretrainJob, out: str | Path) -> dict:
+def _finished(run) -> dict | None:
+    done = run.results()
+    if done is not None and run.path("model/config.json").exists():
+        log.info("run %s has already finished; nothing to do (use --overwrite to train again)",
+                 run.dir)
+        return done
+    return None
+
+
+def run_pretrain_job(job: PretrainJob, out: str | Path, *, overwrite: bool = False) -> dict:
+    """Load the corpus, open the run (refusing another job's directory), train or reuse the
+    tokenizer, pre-train. A finished run is left as it is and its results returned."""
     from reasonlab.llama.corpus import load_corpus
     from reasonlab.llama.pretrain import pretrain
+    from reasonlab.runs import texts_identity
 
     out = Path(out)
     docs = load_corpus(job.corpus, limit=job.limit or None, seed=job.train.seed)
+    run = open_job_run(job, out, data_identity=texts_identity(docs), name="pretrain",
+                       overwrite=overwrite)
+    if (done := _finished(run)) is not None:
+        return done
     train, val = split_val(docs, job.val_fraction, job.train.seed)
     tok = get_tokenizer(job.tokenizer, train, out)
-    return pretrain(job.train, tok, train, val, out)
+    return pretrain(job.train, tok, train, val, out, run=run)
 
 
 def read_pairs(spec: str, limit: int | None) -> list[tuple[str, str]]:
@@ -99,17 +141,23 @@ def read_pairs(spec: str, limit: int | None) -> list[tuple[str, str]]:
     return pairs[:limit] if limit else pairs
 
 
-def run_sft_job(job: SFTJob, out: str | Path) -> dict:
+def run_sft_job(job: SFTJob, out: str | Path, *, overwrite: bool = False) -> dict:
+    """SFT with the same run semantics as :func:`run_pretrain_job`."""
     from reasonlab.llama.sft import sft
+    from reasonlab.runs import texts_identity
 
     out = Path(out)
     pairs = read_pairs(job.data, job.limit or None)
-    train, val = split_val(pairs, job.val_fraction, job.train.seed)
     spec = job.tokenizer
     if spec.path is None and job.train.init_from:
         spec = TokenizerSpec(path=job.train.init_from)
+    run = open_job_run(dataclasses.replace(job, tokenizer=spec), out,
+                       data_identity=texts_identity(pairs), name="sft", overwrite=overwrite)
+    if (done := _finished(run)) is not None:
+        return done
+    train, val = split_val(pairs, job.val_fraction, job.train.seed)
     tok = get_tokenizer(spec, [p + c for p, c in train], out)
-    return sft(job.train, tok, train, out, val_pairs=val)
+    return sft(job.train, tok, train, out, val_pairs=val, run=run)
 
 
 def print_results(results: dict) -> str:

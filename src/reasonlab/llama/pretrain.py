@@ -7,6 +7,7 @@ run directory whose ``model/`` folder is a plain HF checkpoint (safetensors + to
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from reasonlab.llama.packing import Document, PackedSequences, pack_documents
 from reasonlab.llama.tokenizer import encode_document
 from reasonlab.llama.trainer import TrainConfig, Trainer, TrainState
 from reasonlab.runs import Run, seed_everything
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,9 +69,18 @@ def count_non_embedding(model: torch.nn.Module) -> int:
 def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Document],
                        val_docs: Sequence[Document] | None, out_dir: str | Path, *,
                        split_documents: bool, on_step: Callable[[TrainState], None] | None = None,
-                       name: str = "pretrain") -> dict:
-    """Pack, train, save ``out_dir/model`` and ``results.json``; resumes from checkpoints."""
-    run = Run(out_dir, cfg, cfg.seed, name=name)
+                       name: str = "pretrain", run: Run | None = None) -> dict:
+    """Pack, train, save ``out_dir/model`` and ``results.json``; resumes from checkpoints.
+
+    ``run``: the run directory already opened by the caller (a job records every section of its
+    config there); by default one is opened on ``out_dir`` with ``cfg``. A finished run (results
+    and model written) is left as it is and its results returned.
+    """
+    run = run if run is not None else Run(out_dir, cfg, cfg.seed, name=name)
+    done = run.results()
+    if done is not None and run.path("model/config.json").exists():
+        log.info("run %s has already finished; nothing to do (results.json kept)", run.dir)
+        return done
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train = pack_documents(train_docs, cfg.seq_len, pad, split_documents=split_documents)
     val = pack_documents(val_docs, cfg.seq_len, pad, split_documents=split_documents) if val_docs else None
@@ -100,11 +112,12 @@ def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Documen
 
 
 def pretrain(cfg: PretrainConfig, tokenizer, train_texts: Sequence[str], val_texts: Sequence[str] | None,
-             out_dir: str | Path, *, on_step: Callable[[TrainState], None] | None = None) -> dict:
+             out_dir: str | Path, *, on_step: Callable[[TrainState], None] | None = None,
+             run: Run | None = None) -> dict:
     """Pre-train a preset model on ``train_texts`` (one document each) and return the results."""
     if not train_texts:
         raise ValueError("pretrain: the training corpus is empty")
     train_docs = [Document(encode_document(tokenizer, t)) for t in train_texts]
     val_docs = [Document(encode_document(tokenizer, t)) for t in val_texts] if val_texts else None
     return train_on_documents(cfg, tokenizer, train_docs, val_docs, out_dir, split_documents=True,
-                              on_step=on_step, name="pretrain")
+                              on_step=on_step, name="pretrain", run=run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from reasonlab.config import ConfigError
 from reasonlab.llama.packing import Document
@@ -55,11 +55,12 @@ def chat_pair(tokenizer, messages: Sequence[Message]) -> tuple[str, str]:
 
 def sft(cfg: SFTConfig, tokenizer, pairs: Sequence[tuple[str, str]], out_dir: str | Path,
         val_pairs: Sequence[tuple[str, str]] | None = None, *,
-        on_step: Callable[[TrainState], None] | None = None) -> dict:
-    """Fine-tune on (prompt, completion) pairs; writes a run directory with ``model/``."""
+        on_step: Callable[[TrainState], None] | None = None, run: Any = None) -> dict:
+    """Fine-tune on (prompt, completion) pairs; writes a run directory with ``model/``
+    (``run``: a :class:`reasonlab.runs.Run` the caller opened on ``out_dir``)."""
     if not pairs:
         raise ConfigError("sft: no training pairs")
     train_docs = [pair_document(tokenizer, p, c) for p, c in pairs]
     val_docs = [pair_document(tokenizer, p, c) for p, c in val_pairs] if val_pairs else None
     return train_on_documents(cfg, tokenizer, train_docs, val_docs, out_dir, split_documents=False,
-                              on_step=on_step, name="sft")
+                              on_step=on_step, name="sft", run=run)

@@ -66,6 +66,13 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from reasonlab.device import check_device
+        from reasonlab.llama.configs import known_presets
+
+        if str(self.preset).lower() not in known_presets():
+            raise ConfigError(f"config key 'preset': unknown preset {self.preset!r}; "
+                              f"known presets: {', '.join(known_presets())}")
+        check_device("device", self.device)
         check_range("seq_len", self.seq_len, 2, 1 << 20)
         if self.rope_theta is not None:
             check_range("rope_theta", self.rope_theta, 1.0, 1e9)
