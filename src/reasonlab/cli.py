@@ -1,8 +1,10 @@
 """The ``reasonlab`` command line: a thin typer layer over the runners.
 
-Each area registers its commands from its own ``cli`` module (imports of torch and friends stay
-inside the command functions so ``reasonlab --help`` is fast). Every runner command takes
-``--config FILE.yaml`` and repeated ``--set key=value`` overrides.
+Each area registers its commands from its own ``cli`` module through one ``register(app)``
+function listed in :data:`COMMAND_MODULES` (imports of torch and friends stay inside the command
+functions so ``reasonlab --help`` is fast). Every runner command takes ``--out``, ``--config
+FILE.yaml`` and repeated ``--set key=value`` overrides in that order and runs inside
+:func:`reasonlab.cli_common.config_command` (see that module for the pattern).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ COMMAND_MODULES = [
     "reasonlab.data.cli",
     "reasonlab.llama.cli",
     "reasonlab.llama.scaling_cli",
-    "reasonlab.demo",
+    "reasonlab.demo_cli",
     "reasonlab.optim.cli",
     "reasonlab.peft.cli",
     "reasonlab.solver_cli",
@@ -48,13 +50,11 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 def report(runs: list[str] = typer.Argument(..., help="Run directories."),
            out: str = typer.Option("report.html", "--out", "-o", help="HTML file to write.")) -> None:
     """Turn run directories into one HTML page (tables and embedded plots)."""
+    from reasonlab.cli_common import user_errors
     from reasonlab.report import write_report
 
-    try:
+    with user_errors():
         typer.echo(str(write_report(runs, out)))
-    except FileNotFoundError as e:
-        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, SetOpt, build_config, fail
+from reasonlab.cli_common import ConfigOpt, SetOpt, config_command, user_errors
 
 data_app = typer.Typer(help="Data: the SkillMath generator and the shipped data sets.",
                        no_args_is_help=True)
@@ -20,12 +20,9 @@ def skillmath(out: Path = typer.Option(..., "--out", "-o",
     """Generate the SkillMath splits as JSONL (byte-identical for the same config and seed)."""
     from reasonlab.data.skillmath import SkillMathConfig, generate, write_splits
 
-    cfg = build_config(SkillMathConfig, config, sets)
-    try:
+    with config_command(SkillMathConfig, config, sets) as cfg:
         splits = generate(cfg)
-    except ValueError as e:
-        fail(str(e))
-    paths = write_splits(splits, out)
+        paths = write_splits(splits, out)
     for name, probs in splits.items():
         typer.echo(f"{name:14s} {len(probs):8d}")
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
@@ -37,10 +34,8 @@ def show(name: str = typer.Argument(..., help="Data set name (gsm8k, math, math5
     """Print the first problems of a shipped data set."""
     from reasonlab.data.datasets import load_dataset
 
-    try:
+    with user_errors():
         probs = load_dataset(name, split=split, limit=limit)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
     for p in probs:
         typer.echo(f"--- {p.id} [{', '.join(p.skills)}] level={p.level}")
         typer.echo(p.question)

@@ -7,34 +7,31 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, config_command
+
+
+def scaling_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
+                sets: Optional[list[str]] = SetOpt) -> None:
+    """IsoFLOP sweep over model sizes and compute budgets, and the N*(C) = A·C^alpha fit.
+
+    Trains every size at every budget (C = 6·N·D), fits a parabola of validation loss vs
+    log N per budget and N*(C) = A·C^alpha; writes results.json and isoflops.png
+    (e.g. --config configs/scaling_quick.yaml)."""
+    from reasonlab.llama.scaling import ScalingConfig, run_scaling
+
+    with config_command(ScalingConfig, config, sets) as cfg:
+        res = run_scaling(cfg, out)
+    typer.echo(f"{'budget C':>10}  {'N* (' + res['param_count'] + ')':>24}  {'D* tokens':>10}  "
+               f"{'loss*':>7}  interior")
+    for o in res["optimal"]:
+        typer.echo(f"{o['budget']:10.3g}  {o['n_opt']:24.4g}  {o['tokens_opt']:10.3g}  "
+                   f"{o['loss_opt']:7.4f}  {o['interior']}")
+    pred = res["prediction"]
+    typer.echo(f"alpha = {res['alpha']:.3f} (tokens: {res['alpha_tokens']:.3f}), "
+               f"R^2 = {res['r2']:.3f}; at C = {pred['budget']:.3g}: N* = {pred['n_opt']:.4g}, "
+               f"D* = {pred['tokens_opt']:.4g}")
+    typer.echo(f"wrote {out / 'results.json'} and {out / res['plot']}")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("scaling")
-    def scaling(config: Optional[Path] = ConfigOpt, sets: Optional[list[str]] = SetOpt,
-                out: Path = OutOpt) -> None:
-        """IsoFLOP sweep over model sizes and compute budgets, and the N*(C) = A·C^alpha fit.
-
-        Trains every size at every budget (C = 6·N·D), fits a parabola of validation loss vs
-        log N per budget and N*(C) = A·C^alpha; writes results.json and isoflops.png
-        (e.g. --config configs/scaling_quick.yaml)."""
-        from reasonlab.llama.scaling import ScalingConfig, run_scaling
-        from reasonlab.runs import RunConfigMismatch
-
-        cfg = build_config(ScalingConfig, config, sets)
-        try:
-            res = run_scaling(cfg, out)
-        except (RunConfigMismatch, ValueError, FileNotFoundError) as e:
-            fail(str(e))
-            return
-        typer.echo(f"{'budget C':>10}  {'N* (' + res['param_count'] + ')':>24}  {'D* tokens':>10}  "
-                   f"{'loss*':>7}  interior")
-        for o in res["optimal"]:
-            typer.echo(f"{o['budget']:10.3g}  {o['n_opt']:24.4g}  {o['tokens_opt']:10.3g}  "
-                       f"{o['loss_opt']:7.4f}  {o['interior']}")
-        pred = res["prediction"]
-        typer.echo(f"alpha = {res['alpha']:.3f} (tokens: {res['alpha_tokens']:.3f}), "
-                   f"R^2 = {res['r2']:.3f}; at C = {pred['budget']:.3g}: N* = {pred['n_opt']:.4g}, "
-                   f"D* = {pred['tokens_opt']:.4g}")
-        typer.echo(f"wrote {out / 'results.json'} and {out / res['plot']}")
+    app.command("scaling")(scaling_cmd)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, fail
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, config_command, fail
 
 optimizer_app = typer.Typer(
     name="optimizer",
@@ -28,22 +28,19 @@ def _parse_learned(items: Optional[list[str]]) -> dict[str, str]:
 
 @optimizer_app.command("meta-train")
 def meta_train_cmd(
+    out: Path = OutOpt,
     config: Optional[Path] = ConfigOpt,
     sets: Optional[list[str]] = SetOpt,
-    out: Path = OutOpt,
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many ES steps "
                                             "(resume later with the same command)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Meta-train L3RS by antithetic ES; writes OUT/meta.safetensors (resumes OUT if it exists)."""
     from reasonlab.optim.es import MetaTrainConfig, meta_train
-    from reasonlab.runs import RunConfigMismatch, read_json
+    from reasonlab.runs import read_json
 
-    cfg = build_config(MetaTrainConfig, config, sets)
-    try:
+    with config_command(MetaTrainConfig, config, sets) as cfg:
         meta = meta_train(cfg, out, max_steps=max_steps, progress=progress)
-    except RunConfigMismatch as e:
-        fail(str(e))
     done = read_json(out / "checkpoints" / "es_state.json")["step"]
     typer.echo(f"{meta.size} meta-parameters after ES step {done}/{cfg.es.steps} -> "
                f"{out / 'meta.safetensors'}")
@@ -51,9 +48,9 @@ def meta_train_cmd(
 
 @optimizer_app.command("compare")
 def compare_cmd(
+    out: Path = OutOpt,
     config: Optional[Path] = ConfigOpt,
     sets: Optional[list[str]] = SetOpt,
-    out: Path = OutOpt,
     learned: Optional[list[str]] = typer.Option(
         None, "--learned", "-l", help="LABEL=PATH of a meta run directory or meta file "
         "(repeatable; added to the config's 'learned'; the first is the reference)."),
@@ -62,14 +59,10 @@ def compare_cmd(
     """Tune every baseline with the meta-training's budget, run all optimizers on held-out seeds
     in every setting, and write table.md, results.json and loss-curve plots into OUT."""
     from reasonlab.optim.compare import CompareConfig, run_compare
-    from reasonlab.runs import RunConfigMismatch
 
     sets = list(sets or []) + [f"learned.{k}={v}" for k, v in _parse_learned(learned).items()]
-    cfg = build_config(CompareConfig, config, sets)
-    try:
+    with config_command(CompareConfig, config, sets) as cfg:
         run_compare(cfg, out, progress=progress)
-    except (RunConfigMismatch, FileNotFoundError) as e:
-        fail(str(e))
     typer.echo((out / "table.md").read_text())
 
 

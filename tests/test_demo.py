@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from reasonlab.pipeline import run_demo
+from reasonlab.demo import run_demo
 
 
 @pytest.mark.slow
