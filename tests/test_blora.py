@@ -96,7 +96,7 @@ def test_training_gates_are_stochastic_and_nested():
     assert 0.2 < z[:, 1].mean() < 0.8 and z.min() == 0 and z.max() == 1
     # P(z > 0) matches the closed form
     la = torch.tensor([0.5])
-    s = torch.stack([B.hard_concrete(la, True) for _ in range(20000)])
+    s = B.hard_concrete(la.expand(20000), True)
     assert (s > 0).float().mean().item() == pytest.approx(B.prob_on(la).item(), abs=0.01)
 
 
@@ -241,3 +241,45 @@ def test_exported_peft_adapter_reproduces_our_outputs(tmp_path, quantized):
         theirs = peft_model(input_ids=x).logits
     assert not torch.allclose(theirs, micro_llama()(x).logits, atol=1e-3)
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+
+
+def test_compare_runner_end_to_end(tmp_path):
+    """The three methods on one micro task: same data, every loss falls, B-LoRA's export matches."""
+    from reasonlab.data.skillmath import SkillMathConfig, generate, pretraining_texts
+    from reasonlab.llama.configs import preset
+    from reasonlab.llama.tokenizer import train_tokenizer
+    from reasonlab.peft.compare import CompareConfig, format_table, run_compare
+
+    data = SkillMathConfig(n_train=64, n_val=0, n_test=6, n_test_template=0, n_test_pair=0,
+                           skills=["sub"], k_weights=[1.0, 0.0, 0.0], max_number=20, max_answer=20,
+                           templates=[0], variants=[0], heldout_template=-1, heldout_pairs=[])
+    tok = train_tokenizer(list(pretraining_texts(generate(data)["train"])), vocab_size=272)
+    torch.manual_seed(0)
+    cfg = preset("tiny-0.5m", vocab_size=len(tok), max_position_embeddings=128)
+    cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers = 32, 64, 1
+    base = tmp_path / "base"
+    LlamaForCausalLM(cfg).save_pretrained(base)
+    tok.save_pretrained(base)
+    ccfg = from_dict(CompareConfig, {
+        "model": str(base), "data": vars(data), "seeds": [0], "steps": 20, "batch_size": 8,
+        "seq_len": 64, "lr": 0.01, "eval_limit": 4, "max_new_tokens": 4,
+        "target_modules": ["q_proj", "v_proj"],
+        "blora": {"reg_weight": 0.5, "gate_lr": 0.5, "log_alpha_init": 3.0}})
+    res = run_compare(ccfg, tmp_path / "run", progress=False)
+    assert set(res["methods"]) == {"lora", "adalora", "blora"}
+    for r in res["runs"]:
+        assert r["loss_last"] < r["loss_first"]
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["n"] == 4
+    # LoRA r=8 on q (32 -> heads * head_dim) and v (32 -> kv_heads * head_dim) of one layer
+    hd = cfg.head_dim
+    q_out, v_out = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    assert res["trainable_params"]["lora"] == 8 * (32 + q_out) + 8 * (32 + v_out)
+    # B-LoRA: the same A and B, E (8 per module), 7 rank gates and 3 x 4 bit gates per module
+    assert res["trainable_params"]["blora"] == res["trainable_params"]["lora"] + 2 * (8 + 7 + 12)
+    assert res["peft_export_max_abs_diff"] < 1e-4
+    assert res["relative_bops_reduction"] > 0.0  # the regularizer already closed some gates
+    assert (tmp_path / "run" / "accuracy.png").exists()
+    assert (tmp_path / "run" / "blora" / "seed0" / "peft_adapter" / "adapter_config.json").exists()
+    assert "blora" in format_table(res)
+    again = run_compare(ccfg, tmp_path / "run", progress=False)  # finished runs are read back
+    assert again["runs"] == res["runs"]

@@ -162,7 +162,7 @@ def train_adapter(model, param_groups: list[dict], train, cfg: CompareConfig, se
         if after_step is not None:
             after_step(step)
         opt.zero_grad(set_to_none=True)
-        losses.append(float(task))
+        losses.append(float(task.detach()))
     model.eval()
     return losses
 
