@@ -21,6 +21,13 @@ def serve_model(cfg, *, log_level: str = "info") -> None:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:  # recipe names of the model cache (built on first use)
+        from reasonlab.lm.load import register_resolver
+        from reasonlab.models.cache import resolve_model
+
+        register_resolver(lambda spec: resolve_model(spec))
+    except ImportError:
+        pass
     folder = resolve_folder(cfg.model)
     lm = LocalLM.from_pretrained(folder, device=cfg.device, batch_size=cfg.max_batch)
     if not cfg.name:
