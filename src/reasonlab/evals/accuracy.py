@@ -281,11 +281,16 @@ def plot_by_group(summary: dict[str, Any], path: str | Path, title: str = "") ->
 
 def run_accuracy(cfg: AccuracyConfig, model: Any, out_dir: str | Path,
                  problems: Sequence[Problem] | None = None, *, progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``model`` into run directory ``out_dir``: predictions.jsonl (resumable),
-    results.json, accuracy_table.txt and accuracy_by_skill.png. Returns the results dict."""
+    """Evaluate ``model`` (a LanguageModel, or a spec for :func:`reasonlab.lm.load.load_lm`: a
+    folder or ``http://host:port/v1#name``) into run directory ``out_dir``: predictions.jsonl
+    (resumable), results.json, accuracy_table.txt and accuracy_by_skill.png. Returns the results."""
     from reasonlab.data.datasets import load_dataset
     from reasonlab.runs import Run, atomic_write_text, read_jsonl, to_json
 
+    if isinstance(model, (str, Path)):
+        from reasonlab.lm.load import load_lm
+
+        model = load_lm(model, batch_size=cfg.batch_size)
     run = Run(out_dir, cfg, cfg.seed, name="accuracy")
     if problems is None:
         problems = load_dataset(cfg.dataset, split=cfg.split, limit=cfg.limit)

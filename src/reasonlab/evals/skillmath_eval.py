@@ -67,7 +67,7 @@ def evaluate_sets(model_dir: str | Path, sets: dict[str, list], out: Path, *,
     """Greedy accuracy (strict ``The answer is N.`` scoring) of ``model_dir`` on each set, into
     ``out/{set}`` run directories; a set whose results exist is read back, not redone."""
     from reasonlab.evals.accuracy import AccuracyConfig, run_accuracy
-    from reasonlab.lm.local import LocalLM
+    from reasonlab.lm.load import load_lm
     from reasonlab.runs import finished_results
 
     lm = None
@@ -88,7 +88,7 @@ def evaluate_sets(model_dir: str | Path, sets: dict[str, list], out: Path, *,
                                  answer_format="answer_is", batch_size=batch_size,
                                  bootstrap=0, seed=seed)
         if lm is None:
-            lm = LocalLM.from_pretrained(model_dir, device=device, batch_size=batch_size)
+            lm = load_lm(model_dir, device=device, batch_size=batch_size)  # or an endpoint
         results[name] = run_accuracy(acc_cfg, lm, d, problems=probs, progress=progress)
     return results
 

@@ -29,13 +29,13 @@ def rejection_sample_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
     """K samples per prompt, scored by the answer verifier; writes samples, best and DPO pairs."""
     from reasonlab.data.skillmath import read_problems
     from reasonlab.device import torch_threads
-    from reasonlab.lm.local import LocalLM
+    from reasonlab.lm.load import load_lm
     from reasonlab.posttrain import RejectionJob, run_rejection_sampling
 
     with config_command(RejectionJob, config, sets) as job, torch_threads(job.threads):
         _require(model=job.model, problems=job.problems)
-        lm = LocalLM.from_pretrained(job.model, device=job.device,
-                                     batch_size=job.sampling.batch_size * job.sampling.k)
+        lm = load_lm(job.model, device=job.device,
+                     batch_size=job.sampling.batch_size * job.sampling.k)
         res = run_rejection_sampling(lm, read_problems(job.problems), job.sampling, out)
     typer.echo(json.dumps(res, indent=2))
 

@@ -64,7 +64,7 @@ def rs_sft_config(**kw: Any) -> SFTConfig:
 class RejectionJob:
     """``reasonlab posttrain rejection-sample``: sample, score and pair on a problem file."""
 
-    model: str = ""  # HF model directory (the SFT model)
+    model: str = ""  # the SFT model: a folder, or an endpoint http://host:port/v1#name
     problems: str = ""  # JSONL of problems (question, answer), e.g. a SkillMath train split
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     device: str = "cpu"
