@@ -76,6 +76,26 @@ def forward_logits(model, input_ids: torch.Tensor | None = None,
     return out.logits
 
 
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-row sum of ``values`` where ``mask`` is set; masked positions add exactly 0 (no NaN
+    from a masked ``-inf``, no gradient to them)."""
+    return torch.where(mask, values, torch.zeros_like(values)).sum(-1)
+
+
+def masked_logprob_sum(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of the tokens where ``mask`` is set, and their count, per row.
+
+    ``logits[:, t]`` predicts ``input_ids[:, t+1]``; a token counts when ``mask`` is set at its own
+    position (position 0, which nothing predicts, never counts). The one masked log-prob sum of
+    scoring, DPO and SFT-style losses.
+    """
+    lp = token_logprobs(logits, input_ids)
+    mask = mask.bool().clone()
+    mask[:, 0] = False
+    return masked_sum(lp, mask), mask.sum(-1)
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       labels_mask: torch.Tensor, *, average: bool = False) -> torch.Tensor:
     """Per-sequence sum (or mean with ``average``) of log p over the tokens in ``labels_mask``.
@@ -84,13 +104,8 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     scored; padding and position 0 are excluded whatever the mask says.
     """
     logits = forward_logits(model, input_ids, attention_mask)
-    lp = token_logprobs(logits, input_ids)
-    mask = labels_mask.bool() & attention_mask.bool()
-    mask[:, 0] = False
-    total = torch.where(mask, lp, torch.zeros_like(lp)).sum(-1)  # no NaN from masked -inf
-    if average:
-        total = total / mask.sum(-1).clamp(min=1)
-    return total
+    total, n = masked_logprob_sum(logits, input_ids, labels_mask.bool() & attention_mask.bool())
+    return total / n.clamp(min=1) if average else total
 
 
 def _target_mask(target, input_ids: torch.Tensor) -> torch.Tensor:
@@ -102,7 +117,7 @@ def _target_mask(target, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_mean_ce(lp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return -torch.where(mask, lp, torch.zeros_like(lp)).sum(-1) / mask.sum(-1).clamp(min=1)
+    return -masked_sum(lp, mask) / mask.sum(-1).clamp(min=1)
 
 
 def batched_target_loss(model, input_ids: torch.Tensor, target: slice | torch.Tensor, *,

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from reasonlab.config import ConfigError, check_choice, check_range
 from reasonlab.lm.chat_format import formatting_token_ids
-from reasonlab.lm.logprobs import sequence_logprobs, token_logprobs
+from reasonlab.lm.logprobs import forward_logits, masked_logprob_sum
 
 log = logging.getLogger(__name__)
 
@@ -290,28 +290,17 @@ def collate_pairs(pairs: Sequence[EncodedPair], *, pad_token_id: int, max_len: i
             "completion_mask": completion, "loss_mask": loss_mask}
 
 
-def masked_sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of the tokens where ``loss_mask`` is 1, and their count, per row.
-
-    ``logits[:, t]`` predicts ``input_ids[:, t+1]``; a token counts when ``loss_mask`` is 1 at its
-    own position (position 0 never counts). Masked positions contribute exactly 0 and no gradient
-    reaches their logits.
-    """
-    lp = token_logprobs(logits, input_ids)
-    mask = loss_mask.bool().clone()
-    mask[:, 0] = False
-    lp = torch.where(mask, lp, torch.zeros_like(lp))
-    return lp.sum(-1), mask.sum(-1)
+# Summed log-probs of the tokens where ``loss_mask`` is 1, and their count, per row (position 0
+# never counts; masked positions add exactly 0 and no gradient): the one masked sum in lm.logprobs.
+masked_sequence_logps = masked_logprob_sum
 
 
 def sequence_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward ``model`` on a :func:`collate_pairs` batch: per-row (summed log-probs, token counts)."""
-    mask = batch["loss_mask"].bool() & batch["attention_mask"].bool()
-    mask[:, 0] = False
-    logps = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], mask)
-    return logps, mask.sum(-1)
+    logits = forward_logits(model, batch["input_ids"], batch["attention_mask"])
+    return masked_logprob_sum(logits, batch["input_ids"],
+                              batch["loss_mask"].bool() & batch["attention_mask"].bool())
 
 
 class PairLogps(NamedTuple):
