@@ -253,3 +253,62 @@ def test_early_stop_when_greedy_reproduces_target(tok):
     m.eval()
     res = GCG(m, tok, small_cfg(num_steps=20, early_stop=True)).run(MSG, TARGET)
     assert res.stopped_early and len(res.steps) < 20
+
+
+# ---------------------------------------------------------------- runner and CLI
+@pytest.fixture(scope="module")
+def micro_cache(tmp_path_factory):
+    """A model cache shared by this module's tests (the micro recipes build once)."""
+    tmp = tmp_path_factory.mktemp("gcg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REASONLAB_CACHE", str(tmp / "cache"))
+        yield tmp
+
+
+def _jsonl(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps({"prompt": p, "target": t}) + "\n" for p, t in rows))
+    return path
+
+
+def test_runner_writes_per_behaviour_records_and_resumes(micro_cache, monkeypatch):
+    from reasonlab.attacks import runner
+    from reasonlab.attacks.runner import AttackConfig, run_attack
+    from reasonlab.runs import read_json
+
+    data = _jsonl(micro_cache / "b.jsonl", [("Name 2 fruits.", "Sure, here is"),
+                                            ("Name 2 colors.", "Sure, here is a list")])
+    cfg = AttackConfig(behaviors=str(data), n_behaviors=2, only_refused=False, micro=True,
+                       max_new_tokens=4, transfer=["aligned-chat-draft"],
+                       gcg=small_cfg(num_steps=2, search_width=16, optim_str_init="x x x"))
+    out = micro_cache / "run"
+    res = run_attack(cfg, out, progress=False)
+    recs = [read_json(out / "behaviors" / f"{i:03d}.json") for i in range(2)]
+    assert (out / "behaviors" / "000.png").exists()
+    assert res["n_attacked"] == 2
+    assert res["asr_prefix"] == sum(r["success_prefix"] for r in recs) / 2
+    assert res["mean_target_forwards"] == sum(r["target_forwards"] for r in recs) / 2
+    assert all(len(r["curve"]) == 2 and r["suffix_ids"] for r in recs)
+    assert set(recs[0]["transfer"]) == {"aligned-chat-draft"}
+    # resume: finished behaviours are read back, never attacked again
+    monkeypatch.setattr(runner.GCG, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    assert run_attack(cfg, out, progress=False) == res
+
+
+def test_cli_attack_gcg(micro_cache):
+    from typer.testing import CliRunner
+
+    from reasonlab.cli import app
+
+    data = _jsonl(micro_cache / "b.jsonl", [("Name 2 fruits.", "Sure, here is")])
+    out = micro_cache / "cli"
+    args = ["attack", "gcg", "-o", str(out), "--no-progress", "-s", f"behaviors={data}",
+            "-s", "n_behaviors=1", "-s", "only_refused=false", "-s", "micro=true",
+            "-s", "max_new_tokens=4", "-s", "gcg.num_steps=1", "-s", "gcg.search_width=8",
+            "-s", "gcg.probe.enabled=true", "-s", "gcg.probe.sampling_factor=4"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "1/1 behaviours attacked" in r.output and (out / "results.json").exists()
+    bad = CliRunner().invoke(app, ["attack", "gcg", "-o", str(out / "x"), "-s", "gcg.topk=0"])
+    assert bad.exit_code == 2 and "topk" in bad.output

@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "reasonlab.posttrain.cli",
     "reasonlab.models.cli",
     "reasonlab.serve.cli",
+    "reasonlab.attacks.cli",
     "reasonlab.evals.creativity_cli",
 ]
 
