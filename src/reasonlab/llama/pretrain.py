@@ -48,10 +48,9 @@ def unigram_entropy(train: PackedSequences, val: PackedSequences) -> float:
 def build_model(cfg: TrainConfig, tokenizer) -> LlamaForCausalLM:
     """A fresh preset model sized to the tokenizer (seeded), or the ``init_from`` checkpoint."""
     if cfg.init_from:
-        path = Path(cfg.init_from)
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"init_from: no HF model directory at {path}")
-        return LlamaForCausalLM.from_pretrained(str(path), local_files_only=True)
+        from reasonlab.lm.checkpoint import load_causal_lm
+
+        return load_causal_lm(cfg.init_from)
     seed_everything(cfg.seed)
     config = preset(cfg.preset, vocab_size=len(tokenizer), max_position_embeddings=max(cfg.seq_len, 512),
                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

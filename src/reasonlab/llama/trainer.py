@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from reasonlab.config import ConfigError, check_choice, check_range
 from reasonlab.device import autocast
 from reasonlab.llama import distributed as D
+from reasonlab.lm.checkpoint import quiet_transformers, verify_manifest, write_manifest
 from reasonlab.llama.packing import (
     PackedSequences,
     document_attention_mask,
@@ -211,6 +212,7 @@ class Trainer:
         save_file({k: v.contiguous() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
         torch.save(optim_sd, tmp / "optimizer.pt")
         atomic_write_json(tmp / "state.json", dict(self.state.__dict__))
+        write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)  # the checkpoint exists only once complete
         done = sorted(self.ckpt_root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
@@ -219,6 +221,7 @@ class Trainer:
         D.barrier(self.info)
 
     def load_checkpoint(self, path: Path) -> None:
+        verify_manifest(path)  # a damaged checkpoint fails naming its file
         model_sd = load_file(str(path / "model.safetensors"))
         optim_sd = torch.load(path / "optimizer.pt", weights_only=True)
         D.load_full_state(self.model, self.optimizer, model_sd, optim_sd)
@@ -313,9 +316,11 @@ class Trainer:
         """Save the final model as an HF directory (safetensors), with the tokenizer if given."""
         state = D.full_model_state(self.model)
         if self.info.is_main:
-            self.raw_model.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True)
+            with quiet_transformers():
+                self.raw_model.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True)
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(out_dir))
+            write_manifest(out_dir)
         D.barrier(self.info)
 
 

@@ -30,6 +30,8 @@ from reasonlab.lm import logprobs as F
 from reasonlab.lm.base import Generation, LanguageModel, Message, ScoredContinuation
 from reasonlab.lm.chat_format import STOP_TOKENS
 
+LONG_PROMPTS = ("refuse", "left")  # what generate does with a prompt longer than the context
+
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +73,10 @@ class LocalLM(LanguageModel):
     """
 
     def __init__(self, model, tokenizer, device: str | torch.device | None = "auto", *,
-                 batch_size: int = 16, use_autocast: bool = True):
+                 batch_size: int = 16, use_autocast: bool = True, long_prompts: str = "refuse"):
+        if long_prompts not in LONG_PROMPTS:
+            raise ValueError(f"long_prompts={long_prompts!r} is not one of {list(LONG_PROMPTS)}")
+        self.long_prompts = long_prompts
         if device is not None and not getattr(model, "hf_device_map", None):
             model = model.to(pick_device(str(device)))
         self.model = model
@@ -97,22 +102,20 @@ class LocalLM(LanguageModel):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = "auto", dtype=None,
-                        **kwargs) -> "LocalLM":
+                        verify: bool = True, **kwargs) -> "LocalLM":
         """Load a local HF directory (safetensors weights only; nothing is downloaded).
 
         ``dtype=None``: bf16 on GPUs that support it, else float32; ``"auto"`` keeps the
-        checkpoint's dtype; or any ``torch.dtype``/name.
+        checkpoint's dtype; or any ``torch.dtype``/name. ``verify``: check the files against the
+        folder's manifest when it has one (:mod:`reasonlab.lm.checkpoint`); a folder that cannot
+        be loaded raises ModelLoadError naming the file and the cause in one line.
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from reasonlab.lm.checkpoint import check_model_folder, load_causal_lm, load_tokenizer_from
 
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model directory not found: {path}")
+        path = check_model_folder(path, verify=verify)
         dev = pick_device(str(device)) if device is not None else torch.device("cpu")
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
-                                                     use_safetensors=True,
-                                                     dtype=_resolve_dtype(dtype, dev))
+        tokenizer = load_tokenizer_from(path)
+        model = load_causal_lm(path, verify=False, dtype=_resolve_dtype(dtype, dev))
         model.eval()
         return cls(model, tokenizer, device=device, **kwargs)
 
@@ -257,6 +260,34 @@ class LocalLM(LanguageModel):
             pos = pos + 1
         return [g if g is not None else Generation("", [], [], "length") for g in out]
 
+    def context_length(self) -> int | None:
+        """The model's context (``max_position_embeddings``), or None when it does not say."""
+        n = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return int(n) if n else None
+
+    def _fit_context(self, encoded: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Prompts that leave no room in the context are refused (``long_prompts="refuse"``) or
+        cut from the left, BOS kept, to leave ``max_new_tokens`` (``"left"``, with a warning)."""
+        ctx = self.context_length()
+        if ctx is None:
+            return encoded
+        out = []
+        for i, e in enumerate(encoded):
+            if len(e) < ctx:
+                out.append(e)
+                continue
+            if self.long_prompts == "refuse":
+                raise ValueError(f"prompt {i} is {len(e)} tokens, longer than the model's context "
+                                 f"of {ctx}; shorten it or truncate it from the left "
+                                 "(long_prompts='left', the CLI's --truncate-prompt left)")
+            bos = self.tokenizer.bos_token_id
+            head = e[:1] if bos is not None and e[:1] == [bos] else []
+            keep = max(1, ctx - max(1, max_new_tokens) - len(head))
+            log.warning("prompt %d: %d tokens > context %d; kept its last %d tokens", i, len(e),
+                        ctx, keep)
+            out.append(head + e[len(e) - keep:])
+        return out
+
     # ------------------------------------------------------------------ generation
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128,
                  temperature: float = 0.0, top_p: float = 1.0,
@@ -280,6 +311,7 @@ class LocalLM(LanguageModel):
         encoded = [self.encode(p) for p in prompts]
         if any(not e for e in encoded):
             raise ValueError("a prompt encodes to no tokens (give a tokenizer that adds BOS)")
+        encoded = self._fit_context(encoded, max_new_tokens)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding
         results: list[Generation | None] = [None] * len(encoded)
         with self._inference():
