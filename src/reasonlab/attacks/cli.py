@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, user_errors
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, config_command
 
 attack_app = typer.Typer(name="attack", help="Adversarial attacks on chat models (GCG).",
                          no_args_is_help=True)
@@ -15,9 +15,9 @@ attack_app = typer.Typer(name="attack", help="Adversarial attacks on chat models
 
 @attack_app.command("gcg")
 def gcg_cmd(
+    out: Path = OutOpt,
     config: Optional[Path] = ConfigOpt,
     sets: Optional[list[str]] = SetOpt,
-    out: Path = OutOpt,
     threads: int = typer.Option(1, help="torch CPU threads."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -26,9 +26,8 @@ def gcg_cmd(
 
     from reasonlab.attacks.runner import AttackConfig, run_attack
 
-    cfg = build_config(AttackConfig, config, sets)
     torch.set_num_threads(threads)
-    with user_errors():
+    with config_command(AttackConfig, config, sets) as cfg:
         res = run_attack(cfg, out, progress=progress)
     asr = lambda v: "n/a" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     typer.echo(f"{res['n_attacked']}/{res['n_behaviors']} behaviours attacked: ASR "
