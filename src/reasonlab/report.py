@@ -38,6 +38,14 @@ def _table(rows: Iterable[tuple[str, Any]]) -> str:
     return f"<table>{body}</table>"
 
 
+RUN_FILES = ("config.json", "results.json", "summary.json", "metrics.jsonl")
+
+
+def is_run(path: Path) -> bool:
+    """Whether ``path`` is a run directory (it holds a file a run writes)."""
+    return any((path / f).is_file() for f in RUN_FILES)
+
+
 def run_section(run_dir: Path) -> str:
     parts = [f"<h2>{html.escape(str(run_dir))}</h2>"]
     for name in ("results.json", "summary.json"):
@@ -58,6 +66,10 @@ def write_report(run_dirs: Iterable[str | Path], out: str | Path, title: str = "
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
         raise FileNotFoundError(f"run directory not found: {', '.join(missing)}")
+    empty = [str(d) for d in dirs if not is_run(d)]
+    if empty:
+        raise ValueError(f"no runs in {', '.join(empty)}: a run directory holds config.json, "
+                         "results.json or metrics.jsonl (give the folder a command's --out wrote)")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:520px}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -122,8 +122,11 @@ def run_pretrain_job(job: PretrainJob, out: str | Path, *, overwrite: bool = Fal
 
 def read_pairs(spec: str, limit: int | None) -> list[tuple[str, str]]:
     """(prompt, completion) pairs from a JSONL file or a data set's prompt format."""
+    from reasonlab.llama.corpus import data_set_name
+
     p = Path(spec)
-    if p.suffix == ".jsonl" or p.exists():
+    name = data_set_name(spec, "data")
+    if name is None:
         from reasonlab.runs import read_jsonl
 
         pairs = []
@@ -135,7 +138,7 @@ def read_pairs(spec: str, limit: int | None) -> list[tuple[str, str]]:
         from reasonlab.data.datasets import load_dataset
         from reasonlab.data.skillmath import format_prompt
 
-        pairs = [(format_prompt(x.question), x.solution) for x in load_dataset(spec, split="train", limit=limit)]
+        pairs = [(format_prompt(x.question), x.solution) for x in load_dataset(name, split="train", limit=limit)]
     if not pairs:
         raise ValueError(f"no SFT pairs in {spec}")
     return pairs[:limit] if limit else pairs
