@@ -49,7 +49,7 @@ class ServeConfig:
     port: int = 8000
     api_key: str | None = None  # None = $REASONLAB_API_KEY if set, else no key required
     max_batch: int = 16  # rows per batched generate call (1 = one request at a time)
-    batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    batch_wait_ms: float = 20.0  # longest wait of a batch's first request for company
     max_queue: int = 256  # queued rows before new requests get 503
     max_body_bytes: int = 1 << 20
     max_tokens_limit: int = 1024  # the largest max_tokens a request may ask for
