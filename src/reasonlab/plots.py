@@ -1,19 +1,47 @@
-"""Matplotlib (Agg) plots saved as PNG into run directories."""
+"""Matplotlib plots saved as PNG into run directories: the one place the Agg backend is set up.
+
+:func:`pyplot` gives ``matplotlib.pyplot`` on the Agg backend (no display needed, safe in tests
+and on servers); :func:`save_figure` writes a figure as PNG atomically and closes it. Every plot
+of the project goes through these two.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 
-def plot_metric_curves(metrics: Sequence[dict], keys: Sequence[str], out: str | Path,
-                       title: str = "", log_y: bool = False) -> Path | None:
-    """Line plot of ``keys`` against ``step`` from metrics.jsonl records; None if nothing to plot."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the Agg backend selected (imported lazily: plotting is optional
+    work and matplotlib is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` tightly laid out to ``path`` as PNG, atomically (a temp file renamed into
+    place, so a kill never leaves half a picture), and close it."""
+    plt = pyplot()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=dpi)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def plot_metric_curves(metrics: Sequence[dict], keys: Sequence[str], out: str | Path,
+                       title: str = "", log_y: bool = False) -> Path | None:
+    """Line plot of ``keys`` against ``step`` from metrics.jsonl records; None if nothing to plot."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     for key in keys:
@@ -29,10 +57,4 @@ def plot_metric_curves(metrics: Sequence[dict], keys: Sequence[str], out: str | 
         ax.set_yscale("log")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out, dpi=100)

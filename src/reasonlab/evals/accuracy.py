@@ -248,10 +248,7 @@ def format_table(summary: dict[str, Any], k: int = 1) -> str:
 
 def plot_by_group(summary: dict[str, Any], path: str | Path, title: str = "") -> Path | None:
     """Bar plot of accuracy per skill (else subject, else level) with 95% intervals, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from reasonlab.plots import pyplot, save_figure
 
     by = next((b for b in ("skill", "subject", "level") if summary.get(f"by_{b}")), None)
     if by is None:
@@ -261,7 +258,7 @@ def plot_by_group(summary: dict[str, Any], path: str | Path, title: str = "") ->
     acc = [groups[g]["accuracy"] for g in names]
     lo = [max(0.0, a - groups[g]["accuracy_ci"][0]) for a, g in zip(acc, names)]
     hi = [max(0.0, groups[g]["accuracy_ci"][1] - a) for a, g in zip(acc, names)]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.6))
+    fig, ax = pyplot().subplots(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.6))
     ax.bar(range(len(names)), acc, yerr=[lo, hi], capsize=3, color="#4C72B0")
     ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 6 else 0, ha="right"
                   if len(names) > 6 else "center")
@@ -269,11 +266,7 @@ def plot_by_group(summary: dict[str, Any], path: str | Path, title: str = "") ->
     ax.set_ylabel("accuracy")
     ax.set_xlabel(by)
     ax.set_title(title or f"accuracy by {by} (95% CI)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- runner

@@ -139,10 +139,9 @@ def summarize(results: dict[str, list[dict[str, Any]]], baselines: list[str],
 
 
 def _plot(setting: str, results: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    import matplotlib
+    from reasonlab.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, rs in results.items():
@@ -154,9 +153,7 @@ def _plot(setting: str, results: dict[str, list[dict[str, Any]]], path: Path) ->
     ax.set_ylabel("training loss (mean over seeds)")
     ax.set_title(f"setting: {setting}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def format_table(summary: dict[str, Any], learned: list[str]) -> str:

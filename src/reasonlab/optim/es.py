@@ -169,10 +169,9 @@ def trace_coefficients(meta: MetaModel, env: EnvSpec, seed: int, steps: int
 
 def plot_schedule(meta: MetaModel, env: EnvSpec, seed: int, steps: int, path: Path) -> None:
     """Plot the learned per-layer step sizes and mixing weights along one inner run."""
-    import matplotlib
+    from reasonlab.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lam, mu = trace_coefficients(meta, env, seed, steps)
     names = [n for n, _ in make_env(env).make_model(seed).named_parameters()]
@@ -191,9 +190,7 @@ def plot_schedule(meta: MetaModel, env: EnvSpec, seed: int, steps: int, path: Pa
     for ax in axes[0]:
         ax.set_xlabel("step")
     axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def load_meta_run(path: str | Path) -> MetaModel:
