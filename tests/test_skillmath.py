@@ -164,7 +164,7 @@ def test_columns_style_changes_only_the_add_sub_lines():
 
 @pytest.mark.parametrize("key,value", [
     ("skills", "add,teleport"), ("heldout_pairs", "add-mul"), ("max_factor", 1),
-    ("k_weights", "1,1"), ("heldout_template", 5), ("templates", "2"), ("solution_style", "latex"),
+    ("k_weights", "1,1"), ("heldout_template", 9), ("templates", "2"), ("solution_style", "latex"),
 ])
 def test_bad_config_names_the_key(key, value):
     with pytest.raises(ConfigError, match=key.split("_")[0]):

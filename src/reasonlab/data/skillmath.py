@@ -1,12 +1,19 @@
 """SkillMath: a deterministic generator of short math word problems with known skills.
 
 Thirteen atomic skills (add, sub, mul, div, rem, pct, conv, avg, cmp, rate, lin, area, perim),
-each a parametrized generator with three surface templates and two wording variants per
-template (same numbers, same math: what NTKEval needs). A problem chains k = 1, 2 or 3 skills,
+each a parametrized generator with nine surface templates and two wording variants per
+template (same numbers, same math: what NTKEval needs). Templates 0–2 are the original ones and
+the default (``templates: [0, 1, 2]``); templates 3–8 (:mod:`reasonlab.data.skillmath_wordings`)
+draw names, objects and containers from lists, so a model can be trained on many wordings and
+tested on an unseen one. A problem chains k = 1, 2 or 3 skills,
 the result of one step feeding the next as "that" / "that many". The solution has one line per
 skill application and ends ``The answer is N.``; answers are non-negative integers. With
 ``solution_style="columns"`` an add or sub line shows its column-by-column work first
-(``47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85``; :func:`column_work`).
+(``47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85``; :func:`column_work`). With
+``solution_style="columns_all"`` the multiplications by one digit (mul, rate, area) are worked
+digit by digit too (``47 * 6: 7 * 6 = 42, 4 * 6 + 4 = 28, so 282``; :func:`mul_work`), divisions
+and remainders by long division (``282 / 6: 28 / 6 = 4 r 4, 42 / 6 = 7 r 0, so 47``;
+:func:`div_work`) and a comparison by the column subtraction of the smaller from the larger.
 
 Splits: ``train``, ``val`` and ``test`` (same distribution, different seeds, no duplicate
 questions across splits), ``test_template`` (only the held-out template of every skill) and
@@ -26,15 +33,17 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from reasonlab.config import ConfigError, check_choice, check_range
 from reasonlab.data.problem import Problem
+from reasonlab.data.skillmath_wordings import FILLS, WORDINGS
 
 PROMPT_TEMPLATE = "Q: {question}\nA: "
-SOLUTION_STYLES = ("plain", "columns")
+SOLUTION_STYLES = ("plain", "columns", "columns_all")
 SPLITS = ("train", "val", "test", "test_template", "test_pair")
 Args = dict[str, Any]
 
@@ -48,6 +57,12 @@ class Template:
 
     variants: tuple[str, ...]
     ref: str = "that"
+
+    @property
+    def fills(self) -> tuple[str, ...]:
+        """The fill slots (``name``, ``obj``, ...) its wordings use, sorted."""
+        used = {f for v in self.variants for _, f, _, _ in string.Formatter().parse(v) if f}
+        return tuple(sorted(used & set(FILLS)))
 
 
 @dataclass(frozen=True)
@@ -295,8 +310,12 @@ SKILLS: dict[str, Skill] = {s.name: s for s in [
                  "What is the border length of a {x} cm by {w} cm photo?", ref="that many"))),
 ]}
 
-N_TEMPLATES = 3
+ORIGINAL_TEMPLATES = 3  # templates 0-2: the first wordings, the default config's
+SKILLS = {n: dataclasses.replace(sk, templates=sk.templates + tuple(
+    Template((v0, v1), ref) for ref, v0, v1 in WORDINGS[n])) for n, sk in SKILLS.items()}
+N_TEMPLATES = len(SKILLS["add"].templates)
 N_VARIANTS = 2
+assert all(len(sk.templates) == N_TEMPLATES for sk in SKILLS.values())
 
 
 def skill_names() -> list[str]:
@@ -328,7 +347,7 @@ class SkillMathConfig:
     heldout_template: int = 2  # template index kept out of training; -1 = none
     heldout_pairs: list[str] = field(
         default_factory=lambda: ["add>mul", "sub>div", "div>add", "rate>sub"])
-    solution_style: str = "plain"  # plain | columns (add/sub lines show column-by-column work)
+    solution_style: str = "plain"  # plain | columns (add/sub worked column by column) | columns_all
 
     def __post_init__(self) -> None:
         for n in ("n_train", "n_val", "n_test", "n_test_template", "n_test_pair"):
@@ -385,6 +404,7 @@ def _render_steps(steps: list[Args], variant: int) -> str:
         a = st["args"]
         xt = str(a["x"]) if i == 0 else tpl.ref
         slots = {k: v for k, v in a.items() if k != "rest"}
+        slots.update(st.get("fill") or {})
         slots.update(sk.slots(a, xt))
         slots["x"] = xt
         parts.append(_cap(tpl.variants[variant].format(**slots)))
@@ -427,14 +447,65 @@ def column_line(op: str, x: int, b: int) -> str:
     return f"{x} {op} {b}: {work}, so {x + b if op == '+' else x - b}"
 
 
+def mul_work(x: int, b: int) -> str:
+    """Digit-by-digit work for ``x * b`` with one-digit ``b``, ones digit first, carry added::
+
+        mul_work(47, 6) == "7 * 6 = 42, 4 * 6 + 4 = 28"
+    """
+    if not (0 <= b <= 9) or x < 0:
+        raise ValueError(f"mul_work: need x >= 0 and a one-digit b, got {x} * {b}")
+    cols, carry = [], 0
+    for d in str(x)[::-1]:
+        v = int(d) * b + carry
+        cols.append(f"{d} * {b}" + (f" + {carry}" if carry else "") + f" = {v}")
+        carry = v // 10
+    return ", ".join(cols)
+
+
+def div_work(x: int, b: int) -> str:
+    """Long division of ``x`` by a one-digit ``b``, one quotient digit per step::
+
+        div_work(282, 6) == "28 / 6 = 4 r 4, 42 / 6 = 7 r 0"
+
+    The first step takes the shortest leading part of ``x`` that is at least ``b`` (or all of
+    it); each next step brings down one digit after the remainder.
+    """
+    if not (1 <= b <= 9) or x < 0:
+        raise ValueError(f"div_work: need x >= 0 and a one-digit b >= 1, got {x} / {b}")
+    digits = str(x)
+    i = 1
+    while i < len(digits) and int(digits[:i]) < b:
+        i += 1
+    cur, steps = int(digits[:i]), []
+    while True:
+        steps.append(f"{cur} / {b} = {cur // b} r {cur % b}")
+        if i >= len(digits):
+            break
+        cur = (cur % b) * 10 + int(digits[i])
+        i += 1
+    return ", ".join(steps)
+
+
 _COLUMN_OPS = {"add": "+", "sub": "-"}
+_MUL_ARG = {"mul": "b", "rate": "t", "area": "w"}
 
 
 def _step_line(step: Args, style: str) -> str:
     sk, a = SKILLS[step["skill"]], step["args"]
-    op = _COLUMN_OPS.get(step["skill"])
-    if style == "columns" and op:
+    name = step["skill"]
+    op = _COLUMN_OPS.get(name)
+    if style in ("columns", "columns_all") and op:
         return column_line(op, a["x"], a["b"])
+    if style == "columns_all":
+        if name == "cmp":
+            return column_line("-", max(a["x"], a["b"]), min(a["x"], a["b"]))
+        if name in _MUL_ARG and a[_MUL_ARG[name]] <= 9:
+            f = a[_MUL_ARG[name]]
+            return f"{a['x']} * {f}: {mul_work(a['x'], f)}, so {a['x'] * f}"
+        if name in ("div", "rem") and a["b"] <= 9:
+            r = a["x"] // a["b"] if name == "div" else a["x"] % a["b"]
+            sym = "/" if name == "div" else "%"
+            return f"{a['x']} {sym} {a['b']}: {div_work(a['x'], a['b'])}, so {r}"
     return sk.line(a, sk.compute(a))
 
 
@@ -468,9 +539,19 @@ def _sample_chain(rng: random.Random, cfg: SkillMathConfig, chain: Sequence[str]
                 break
         else:
             return None
-        steps.append({"skill": name, "template": rng.choice(list(templates)), "args": args})
+        t = rng.choice(list(templates))
+        step = {"skill": name, "template": t, "args": args}
+        fill = draw_fill(rng, sk.templates[t])
+        if fill:  # templates 0-2 have no fill slots: their problems draw nothing more
+            step["fill"] = fill
+        steps.append(step)
         x = r
     return steps
+
+
+def draw_fill(rng: random.Random, template: Template) -> dict[str, str]:
+    """Names, objects and containers for the fill slots ``template`` uses (none: no draws)."""
+    return {k: rng.choice(FILLS[k]) for k in template.fills}
 
 
 def _has_pair(chain: Sequence[str], pairs: set[tuple[str, str]]) -> bool:
@@ -582,8 +663,11 @@ def render(problem: Problem, variant: int | None = None, template: int | None = 
     steps = [dict(s) for s in problem.meta["steps"]]
     if template is not None:
         check_choice("template", template, list(range(N_TEMPLATES)))
-        for s in steps:
+        for i, s in enumerate(steps):
             s["template"] = template
+            tpl = SKILLS[s["skill"]].templates[template]
+            if not set(tpl.fills) <= set(s.get("fill") or {}):
+                s["fill"] = draw_fill(random.Random(f"{problem.id}:{i}:{template}"), tpl)
     v = problem.variant if variant is None else variant
     check_choice("variant", v, list(range(N_VARIANTS)))
     return dataclasses.replace(
