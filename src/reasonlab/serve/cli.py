@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, SetOpt, build_config, fail, user_errors
+from reasonlab.cli_common import ConfigOpt, SetOpt, config_command
 
 
 def serve_model(cfg, *, log_level: str = "info") -> None:
@@ -30,41 +30,34 @@ def serve_model(cfg, *, log_level: str = "info") -> None:
         pass
     folder = resolve_folder(cfg.model)
     lm = LocalLM.from_pretrained(folder, device=cfg.device, batch_size=cfg.max_batch)
-    if not cfg.name:
-        cfg.name = folder.name
+    if not cfg.name:  # a folder's name, or the recipe name it was asked by
+        cfg.name = folder.name if Path(cfg.model).expanduser().is_dir() else cfg.model
     app = Server(lm, cfg).app()
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("serve")
-    def serve_cmd(model: str = typer.Argument(..., help="Model folder (or a known model name)."),
-                  host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
-                  port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000)."),
-                  api_key: Optional[str] = typer.Option(None, "--api-key", help="Require this Bearer key "
-                                                        "(default: $REASONLAB_API_KEY if set)."),
-                  config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = SetOpt) -> None:
-        """Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
-        /health), batching concurrent requests."""
-        import dataclasses
-        import os
+def serve_cmd(model: str = typer.Argument(..., help="Model folder or model-cache recipe name."),
+              host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+              port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000)."),
+              api_key: Optional[str] = typer.Option(None, "--api-key", help="Require this Bearer key "
+                                                    "(default: $REASONLAB_API_KEY if set)."),
+              config: Optional[Path] = ConfigOpt, sets: Optional[list[str]] = SetOpt) -> None:
+    """Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
+    /health) on 127.0.0.1 unless told otherwise, batching concurrent requests."""
+    import dataclasses
+    import os
 
-        from reasonlab.config import ConfigError
-        from reasonlab.serve.app import ServeConfig
+    from reasonlab.serve.app import ServeConfig
 
-        cfg = build_config(ServeConfig, config, set_, base={"model": model})
-        given = {k: v for k, v in (("host", host), ("port", port), ("api_key", api_key))
-                 if v is not None}
-        try:
-            cfg = dataclasses.replace(cfg, model=model, **given)
-        except ConfigError as e:
-            fail(str(e))
+    given = {k: v for k, v in (("host", host), ("port", port), ("api_key", api_key)) if v is not None}
+    with config_command(ServeConfig, config, sets, base={"model": model}) as cfg:
+        cfg = dataclasses.replace(cfg, model=model, **given)  # options win over the file
         if cfg.host not in ("127.0.0.1", "localhost", "::1") and not (
                 cfg.api_key or os.environ.get("REASONLAB_API_KEY")):
             typer.secho(f"warning: serving on {cfg.host} without an API key", err=True,
                         fg=typer.colors.YELLOW)
-        with user_errors():
-            try:
-                serve_model(cfg)
-            except OSError as e:
-                fail(f"cannot serve on {cfg.host}:{cfg.port}: {e}")
+        serve_model(cfg)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_cmd)
