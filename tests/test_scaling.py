@@ -141,34 +141,34 @@ def test_non_convex_budget_is_left_out_when_not_strict():
     assert abs(law.alpha - 0.5) < 1e-9
 
 
-def test_micro_shapes_follow_the_herd_rules():
-    from reasonlab.llama.configs import ffn_hidden_dim
+def test_micro_shapes_are_presets_that_follow_the_herd_rules():
+    from reasonlab.llama.configs import ffn_hidden_dim, known_presets, peak_lr, preset
 
     n = [S.size_params(s, 512, "non_embedding") for s in ("micro-0.06m", "micro-0.1m", "micro-0.25m",
                                                           "tiny-0.5m")]
     assert n == sorted(n) and 50_000 < n[0] < 80_000 and 200_000 < n[2] < 300_000
     assert 15_000 < S.size_params("micro-0.015m", 512, "non_embedding") < 20_000
-    cfg = S.size_config("micro-0.1m", 300, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    cfg = preset("micro-0.1m", vocab_size=300, bos_token_id=1, eos_token_id=2, pad_token_id=3)
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_key_value_heads) == (64, 2, 1)
     assert cfg.intermediate_size == ffn_hidden_dim(64, 1.3, 16) and cfg.vocab_size == 300
     assert cfg.rms_norm_eps == 1e-5 and cfg.rope_parameters["rope_theta"] == 500_000.0
     assert not cfg.tie_word_embeddings and cfg.pad_token_id == 3
-    assert S.size_peak_lr("micro-0.1m") == 3e-3 and S.size_peak_lr("tiny-5m") == 2e-3
+    assert peak_lr("micro-0.1m") == 3e-3 and peak_lr("tiny-5m") == 2e-3
+    assert "micro-0.015m" in known_presets() and "micro-0.015m" in S.known_sizes()
     S.ScalingConfig(sizes=["micro-0.1m", "micro-0.25m", "tiny-0.5m"])  # valid sizes
 
 
 def test_micro_size_trains_through_pretrain(tmp_path):
-    """A micro size goes through the real pretraining loop (fresh init saved, then init_from)."""
+    """A micro size is a preset: the real pretraining loop builds and trains it."""
     from reasonlab.llama.pretrain import PretrainConfig, pretrain
     from reasonlab.llama.tokenizer import train_tokenizer
 
     texts = [f"Q: What is {a} + {b}?\nA: {a} + {b} = {a + b}\nThe answer is {a + b}."
              for a in range(12) for b in range(12)]
     tok = train_tokenizer(texts, vocab_size=300)
-    init = S._init_micro("micro-0.06m", tok, 32, 0, tmp_path / "init")
-    cfg = PretrainConfig(preset="tiny-0.5m", init_from=str(init), seq_len=32, batch_size=8,
-                         max_steps=30, lr=3e-3, warmup_steps=3, eval_every=30, eval_batches=4,
-                         checkpoint_every=30, distributed="none", device="cpu")
+    cfg = PretrainConfig(preset="micro-0.06m", seq_len=32, batch_size=8, max_steps=30,
+                         warmup_steps=3, eval_every=30, eval_batches=4, checkpoint_every=30,
+                         distributed="none", device="cpu")
     with torch_threads(1):  # tiny models: one thread is fastest on a shared CPU
         res = pretrain(cfg, tok, texts[:120], texts[120:], tmp_path / "run")
     assert res["n_params_non_embedding"] == S.size_params("micro-0.06m", len(tok), "non_embedding")

@@ -6,13 +6,14 @@ The FFN width follows the reference rule in meta-llama/llama-models ``args.py``:
     h = int(2 * 4 * dim / 3); h = int(ffn_dim_multiplier * h); h = multiple_of * ceil(h / multiple_of)
 
 The tiny herd uses the same rules (GQA, RoPE theta 500000, eps 1e-5, untied embeddings) at small
-widths so it trains on a CPU in minutes.
+widths so it trains on a CPU in minutes; the micro shapes go below it for IsoFLOP sweeps on a CPU.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import LlamaConfig
 
@@ -64,6 +65,18 @@ TINY_HERD = {
     "tiny-20m": Shape(8, 448, 8, 2, 1.3, 64, 1e-3),
 }
 
+# Micro shapes below the herd, same rules; names give the non-embedding size. On a CPU the
+# compute-optimal size at affordable budgets (1e11-1e12 FLOPs) is 20k-100k parameters, far below
+# tiny-0.5m, so IsoFLOP curves (llama/scaling.py) need these to have their minimum inside the sizes.
+MICRO_SHAPES = {
+    "micro-0.015m": Shape(2, 24, 2, 1, 1.3, 16, 3e-3),
+    "micro-0.03m": Shape(2, 32, 2, 1, 1.3, 16, 3e-3),
+    "micro-0.06m": Shape(2, 48, 2, 1, 1.3, 16, 3e-3),
+    "micro-0.1m": Shape(2, 64, 2, 1, 1.3, 16, 3e-3),
+    "micro-0.25m": Shape(3, 80, 2, 1, 1.3, 16, 3e-3),
+}
+_SMALL = {**MICRO_SHAPES, **TINY_HERD}
+
 
 def _llama_config(shape: Shape, *, vocab_size: int, max_position_embeddings: int,
                   rope_scaling: dict | None, bos_token_id: int, eos_token_id: int | list[int],
@@ -98,13 +111,13 @@ def known_presets() -> list[str]:
     names = []
     for size in _LLAMA3:
         names += [f"llama3-{size}", f"llama3.1-{size}"]
-    return names + list(TINY_HERD)
+    return names + list(TINY_HERD) + list(MICRO_SHAPES)
 
 
 def preset_shape(name: str) -> Shape:
     key = name.lower()
-    if key in TINY_HERD:
-        return TINY_HERD[key]
+    if key in _SMALL:
+        return _SMALL[key]
     for prefix in ("llama3.1-", "llama3-"):
         if key.startswith(prefix) and key[len(prefix):] in _LLAMA3:
             return _LLAMA3[key[len(prefix):]]
@@ -117,13 +130,13 @@ def preset(name: str, *, vocab_size: int | None = None, max_position_embeddings:
     """A ``LlamaConfig`` for a named preset.
 
     ``llama3-8b/70b/405b`` are Llama 3.0 (context 8192, plain RoPE); ``llama3.1-*`` add the llama3
-    RoPE scaling (factor 8) and context 131072. ``tiny-*`` take the tokenizer's ``vocab_size``
+    RoPE scaling (factor 8) and context 131072. ``tiny-*`` and ``micro-*`` take the tokenizer's ``vocab_size``
     (default 512) and a context of 512 unless told otherwise. Special-token ids default to
     Llama 3's (128000/128001) for the full presets; pass the tokenizer's for the tiny herd.
     """
     shape = preset_shape(name)  # raises with the known names
     key = name.lower()
-    if key.startswith("tiny-"):
+    if key in _SMALL:
         return _llama_config(shape, vocab_size=vocab_size or 512,
                              max_position_embeddings=max_position_embeddings or 512,
                              rope_scaling=None, bos_token_id=bos_token_id,
@@ -140,14 +153,23 @@ def preset(name: str, *, vocab_size: int | None = None, max_position_embeddings:
     )
 
 
-def count_parameters(config: LlamaConfig) -> int:
-    """Parameters of ``LlamaForCausalLM(config)``, built on the meta device (no allocation)."""
+def count_non_embedding(model: Any) -> int:
+    """Parameters of ``model`` without its input and output embeddings (counted once when tied):
+    the N of Kaplan et al. 2020 scaling laws."""
+    emb = {id(m.weight): m.weight.numel()
+           for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
+    return sum(p.numel() for p in model.parameters()) - sum(emb.values())
+
+
+def count_parameters(config: LlamaConfig, *, non_embedding: bool = False) -> int:
+    """Parameters of ``LlamaForCausalLM(config)`` (all, or without the embeddings), built on the
+    meta device (no allocation)."""
     import torch
     from transformers import LlamaForCausalLM
 
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
-    return sum(p.numel() for p in model.parameters())
+    return count_non_embedding(model) if non_embedding else sum(p.numel() for p in model.parameters())
 
 
 def peak_lr(name: str) -> float:

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
 from transformers import LlamaForCausalLM
 
-from reasonlab.llama.configs import preset
+from reasonlab.llama.configs import count_non_embedding, preset
 from reasonlab.llama.packing import Document, PackedSequences, pack_documents
 from reasonlab.llama.tokenizer import encode_document
 from reasonlab.llama.trainer import TrainConfig, Trainer, TrainState
@@ -58,11 +57,6 @@ def build_model(cfg: TrainConfig, tokenizer) -> LlamaForCausalLM:
     if cfg.rope_theta is not None:
         config.rope_parameters["rope_theta"] = float(cfg.rope_theta)
     return LlamaForCausalLM(config)
-
-
-def count_non_embedding(model: torch.nn.Module) -> int:
-    emb = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
-    return sum(p.numel() for p in model.parameters()) - emb
 
 
 def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Document],
