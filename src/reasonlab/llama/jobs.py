@@ -94,8 +94,8 @@ def get_tokenizer(spec: TokenizerSpec, texts: list[str], out_dir: Path):
 
 
 def _finished(run) -> dict | None:
-    done = run.results()
-    if done is not None and run.path("model/config.json").exists():
+    done = run.finished("model/config.json")
+    if done is not None:
         log.info("run %s has already finished; nothing to do (use --overwrite to train again)",
                  run.dir)
         return done
