@@ -184,7 +184,7 @@ def test_unknown_evaluator_is_refused(creators):
 # -- the runner and the command --------------------------------------------------------------------------
 MICRO = ["ns=[2]", "total_works=64", "unseen_creators=2", "eval_works=8", "evaluators=[kl]",
          "dim=16", "n_layers=1", "n_heads=2", "n_kv_heads=1", "max_steps=6", "batch_size=4",
-         "warmup_steps=1", "seq_len=128"]
+         "warmup_steps=1"]
 
 
 def test_config_names_the_bad_key():
@@ -204,6 +204,31 @@ def test_char_tokenizer_gives_one_token_per_character():
     tok = char_tokenizer()
     work = "the cold tide drifts. gold oak sways."
     assert len(tok(work, add_special_tokens=False)["input_ids"]) == len(work)
+
+
+def test_both_modes_see_the_same_works_per_row():
+    from reasonlab.evals.creativity_runner import char_tokenizer, pack_works, training_pairs
+    from reasonlab.llama.packing import loss_targets
+    from reasonlab.llama.sft import pair_document
+
+    tok = char_tokenizer()
+    cs = sample_creators(3, seed=0)
+    packed = {}
+    for mode in ("conditional", "marginal"):
+        pairs = training_pairs(cs, 30, mode, seed=4)
+        docs = [pair_document(tok, p, w) for p, w in pairs]
+        packed[mode] = (pairs, pack_works(docs, 3, 448, tok.pad_token_id))
+    (pc, rc), (pm, rm) = packed["conditional"], packed["marginal"]
+    assert [w for _, w in pc] == [w for _, w in pm]
+    assert {p for p, _ in pm} == {""} and all(p.endswith("\n") for p, _ in pc)
+    for rows in (rc, rm):
+        assert len(rows) == 10
+        assert all(set(r[r >= 0].tolist()) == {0, 1, 2} for r in rows.doc_ids)
+        # targets: each work's characters and its end, never the biography
+        _, mask = loss_targets(rows)
+        assert int(mask.sum()) == sum(len(w) + 1 for _, w in pc)
+    with pytest.raises(ValueError, match="more than seq_len=50"):
+        pack_works([pair_document(tok, p, w) for p, w in pc], 3, 50, tok.pad_token_id)
 
 
 def test_micro_run_writes_results_and_resumes(tmp_path):

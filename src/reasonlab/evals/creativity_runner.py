@@ -56,8 +56,9 @@ class CreativityConfig:
     n_layers: int = 2
     n_heads: int = 4
     n_kv_heads: int = 2
-    seq_len: int = 256  # about three conditional or four marginal works per row
-    batch_size: int = 10  # rows per step
+    works_per_row: int = 3
+    seq_len: int = 448  # the longest row allowed
+    batch_size: int = 8  # rows per step
     max_steps: int = 300
     lr: float = 3e-3
     warmup_steps: int = 30
@@ -96,6 +97,7 @@ class CreativityConfig:
             raise ConfigError(f"config keys 'dim'={self.dim}, 'n_heads'={self.n_heads}, "
                               f"'n_kv_heads'={self.n_kv_heads}: dim must divide by n_heads and "
                               "n_heads by n_kv_heads")
+        check_range("works_per_row", self.works_per_row, 1, 64)
         check_range("seq_len", self.seq_len, 16, 4096)
         check_range("batch_size", self.batch_size, 1)
         check_range("max_steps", self.max_steps, 1)
@@ -156,14 +158,36 @@ def build_model(cfg: CreativityConfig, tokenizer):
     return LlamaForCausalLM(config)
 
 
-def train_model(cfg: CreativityConfig, tokenizer, pairs: list[tuple[str, str]], out: Path):
-    """Train on (prompt, work) pairs packed into rows of ``seq_len`` tokens (documents kept whole,
-    attention masked per document), loss on the work and its end; resumes from checkpoints.
+def pack_works(docs, per_row: int, max_len: int, pad_id: int):
+    """Rows of exactly ``per_row`` documents each (attention masked per document), right-padded
+    to the longest row: every optimizer step sees the same number of works whether or not a
+    biography precedes them. (Packing by tokens would give the marginal model, whose documents
+    are shorter, more works per step.)"""
+    import torch
 
-    Both modes get the same tokens per step, so the conditional model, whose documents carry the
-    biography too, sees about a quarter fewer works per step than the marginal one (equal compute).
-    """
-    from reasonlab.llama.packing import pack_documents
+    from reasonlab.llama.packing import PackedSequences
+
+    rows = [docs[i:i + per_row] for i in range(0, len(docs), per_row)]
+    width = max(sum(len(d.ids) for d in row) for row in rows)
+    if width > max_len:
+        raise ValueError(f"a row of {per_row} works has {width} tokens, more than seq_len={max_len}")
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    doc_ids = torch.full((len(rows), width), -1, dtype=torch.long)
+    target = torch.zeros((len(rows), width), dtype=torch.bool)
+    for r, row in enumerate(rows):
+        pos = 0
+        for j, d in enumerate(row):
+            n = len(d.ids)
+            ids[r, pos:pos + n] = torch.tensor(d.ids)
+            doc_ids[r, pos:pos + n] = j
+            target[r, pos:pos + n] = torch.tensor(d.target_mask)
+            pos += n
+    return PackedSequences(ids, doc_ids, target)
+
+
+def train_model(cfg: CreativityConfig, tokenizer, pairs: list[tuple[str, str]], out: Path):
+    """Train on (prompt, work) pairs, ``works_per_row`` to a row, loss on the work and its end;
+    resumes from checkpoints. Both modes see the same works in the same order."""
     from reasonlab.llama.sft import pair_document
     from reasonlab.llama.trainer import TrainConfig, Trainer
 
@@ -173,7 +197,7 @@ def train_model(cfg: CreativityConfig, tokenizer, pairs: list[tuple[str, str]], 
                        log_every=50, device="cpu", distributed="none", seed=cfg.seed)
     run = Run(out, tcfg, cfg.seed, name="creativity-train")
     docs = [pair_document(tokenizer, p, w) for p, w in pairs]
-    data = pack_documents(docs, cfg.seq_len, tokenizer.pad_token_id, split_documents=False)
+    data = pack_works(docs, cfg.works_per_row, cfg.seq_len, tokenizer.pad_token_id)
     model = build_model(cfg, tokenizer)
     trainer = Trainer(tcfg, model, data, None, run)
     fit = trainer.fit()
