@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from fastapi import Request
 
 from reasonlab.config import ConfigError
 from reasonlab.lm.http import (HTTPConfig, HTTPLM, ScoringUnsupported, backoff_delay, echo_scored,
@@ -78,7 +79,9 @@ def test_client_retries_429_and_5xx_honouring_retry_after():
     app = FastAPI()
 
     @app.post("/v1/completions")
-    async def completions():
+    async def completions(request: Request):
+        if (await request.json()).get("echo"):  # a server that cannot score
+            return JSONResponse({"error": {"message": "echo is not supported"}}, 400)
         calls.append(time.monotonic())
         if len(calls) == 1:
             return JSONResponse({"error": {"message": "slow down"}}, 429, {"Retry-After": "0.4"})
@@ -111,6 +114,8 @@ def test_client_retries_429_and_5xx_honouring_retry_after():
         with pytest.raises(openai.AuthenticationError):  # 401 is not retried
             lm.chat([[{"role": "user", "content": "x"}]])
         assert lm.counters["requests"] == 4
+        with pytest.raises(ScoringUnsupported, match="cannot score: echo is not supported"):
+            lm.score(["Tom has"], [" 3"])
         lm.close()
     finally:
         server.should_exit = True

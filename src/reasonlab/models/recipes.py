@@ -32,6 +32,7 @@ from typing import Any, Callable
 # Modules whose import registers recipes; imported on the first lookup.
 RECIPE_MODULES = [
     "reasonlab.models.solvers",
+    "reasonlab.models.aligned_chat",
 ]
 
 

@@ -9,8 +9,9 @@ While a batch runs, new requests queue up and form the next batch: throughput gr
 number of clients instead of each waiting its turn. The wait ends early once as many rows are
 gathered as the largest of the last 16 batches had (the clients of the batch that just finished
 are usually about to come back), so a lone client never waits and a crowd is not split. This is the scheme of the "dynamic batcher"
-of NVIDIA Triton and TorchServe (max batch size + max queue delay), not vLLM's continuous
-batching, which also joins rows mid-generation.
+of NVIDIA Triton and TorchServe (max batch size + max queue delay), not the iteration-level
+("continuous") batching of Orca (Yu et al., OSDI 2022, §3.1) and vLLM (Kwon et al.,
+arXiv:2309.06180, §4), which also joins rows mid-generation.
 """
 
 from __future__ import annotations
