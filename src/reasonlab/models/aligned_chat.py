@@ -52,7 +52,7 @@ def is_refusal(text: str) -> bool:
 class AlignedChatConfig:
     """How the aligned chat model is built (defaults: the attack target, ~3 CPU minutes)."""
 
-    preset: str = "tiny-1m"
+    preset: str = "tiny-1m"  # a tiny-herd preset, or "PRESET@DIMxLAYERS" for a narrower shape
     vocab_size: int = 768
     heldout_fraction: float = 0.25  # AdvBench behaviours (and benign fillers) kept out of training
     split_seed: int = 0  # the split is shared by the target and its draft
@@ -67,6 +67,7 @@ class AlignedChatConfig:
 
     def __post_init__(self) -> None:
         check_range("vocab_size", self.vocab_size, 300, 65536)
+        _parse_preset(self.preset)
         check_range("heldout_fraction", self.heldout_fraction, 0.0, 0.9, lo_open=True)
         check_range("n_benign", self.n_benign, 10)
         check_range("harmful_repeats", self.harmful_repeats, 1, 100)
@@ -231,6 +232,49 @@ def refusal_rates(model_dir: str | Path, cfg: AlignedChatConfig, *, limit: int |
             "n_harmful": len(harmful), "n_benign": len(benign)}
 
 
+def _parse_preset(spec: str) -> tuple[str, int, int]:
+    """``"tiny-0.5m@64x2"`` -> ``("tiny-0.5m", 64, 2)``; a plain preset -> ``(name, 0, 0)``."""
+    from reasonlab.config import ConfigError
+    from reasonlab.llama.configs import preset_shape
+
+    name, _, shape = spec.partition("@")
+    try:
+        preset_shape(name)
+        dim, n_layers = (int(x) for x in shape.split("x")) if shape else (0, 0)
+    except (KeyError, ValueError):
+        raise ConfigError(f"config key 'preset' = {spec!r} must be a tiny-herd preset name, "
+                          "optionally followed by @DIMxLAYERS (e.g. tiny-0.5m@64x2)") from None
+    if shape and (dim < 1 or n_layers < 1):
+        raise ConfigError(f"config key 'preset' = {spec!r}: DIM and LAYERS must be >= 1")
+    return name, dim, n_layers
+
+
+def _fresh_model(cfg: AlignedChatConfig, tokenizer, path: Path) -> str:
+    """A seeded random model of the preset with the width / depth of ``PRESET@DIMxLAYERS``,
+    saved to ``path`` so that SFT starts from it (heads keep the preset's head size)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from reasonlab.llama.configs import ffn_hidden_dim, preset, preset_shape
+
+    name, dim, n_layers = _parse_preset(cfg.preset)
+    shape = preset_shape(name)
+    conf = preset(name, vocab_size=len(tokenizer), max_position_embeddings=max(cfg.seq_len, 512),
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+    head = conf.head_dim
+    if dim % head:
+        raise ValueError(f"preset {cfg.preset!r}: width {dim} must be a multiple of the head size {head}")
+    conf.hidden_size = dim
+    conf.num_attention_heads = dim // head
+    conf.num_key_value_heads = min(conf.num_key_value_heads, conf.num_attention_heads)
+    conf.intermediate_size = ffn_hidden_dim(dim, shape.ffn_dim_multiplier, shape.multiple_of)
+    conf.num_hidden_layers = n_layers
+    torch.manual_seed(cfg.seed)
+    LlamaForCausalLM(conf).save_pretrained(str(path))
+    return str(path)
+
+
 def build(cfg: AlignedChatConfig, out_dir: str | Path) -> None:
     """Train the tokenizer and the chat model; write an HF model folder to ``out_dir``.
 
@@ -247,16 +291,20 @@ def build(cfg: AlignedChatConfig, out_dir: str | Path) -> None:
     texts = [f"{q}\n{a}" for q, a in pairs] + ["user assistant system"]
     tokenizer = train_tokenizer(texts, vocab_size=cfg.vocab_size, digits="single")
     rendered = [(chat_prompt(tokenizer, q), a) for q, a in pairs]
-    sft_cfg = SFTConfig(preset=cfg.preset, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name, dim, n_layers = _parse_preset(cfg.preset)
+    init_from = _fresh_model(cfg, tokenizer, out_dir / "_init") if dim else None
+    sft_cfg = SFTConfig(preset=name, init_from=init_from, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                         max_steps=cfg.max_steps, lr=cfg.lr, warmup_steps=min(50, cfg.max_steps // 10),
                         eval_every=10 ** 6, checkpoint_every=10 ** 6, log_every=50,
                         device="cpu", distributed="none", seed=cfg.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
     run_dir = out_dir / "_sft_run"  # inside out_dir: the cache gives build a private folder
     res = sft(sft_cfg, tokenizer, rendered, run_dir)
     for f in (run_dir / "model").iterdir():
         shutil.copy2(f, out_dir / f.name)
     shutil.rmtree(run_dir)
+    if init_from:
+        shutil.rmtree(init_from)
     info = {"config": cfg.__dict__, "n_train_pairs": len(pairs), "n_train_behaviours": len(train_b),
             "n_heldout_behaviours": len(held_b), "train_loss": res.get("train_loss"),
             "n_params": res.get("n_params")}
@@ -266,7 +314,7 @@ def build(cfg: AlignedChatConfig, out_dir: str | Path) -> None:
 
 
 TARGET_CONFIG = AlignedChatConfig()
-DRAFT_CONFIG = AlignedChatConfig(preset="tiny-0.5m", max_steps=250)
+DRAFT_CONFIG = AlignedChatConfig(preset="tiny-0.5m@56x2", max_steps=250)
 MICRO_CONFIG = AlignedChatConfig(preset="tiny-0.5m", vocab_size=320, n_benign=60, harmful_repeats=1,
                                  max_steps=4, batch_size=4, seq_len=64, eval_limit=0)
 
