@@ -192,7 +192,15 @@ class LocalLM(LanguageModel):
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
     @staticmethod
-    def _choose(logits, temperature: float, top_p: float, gen) -> torch.Tensor:
+    def _choose(logits, temperature: float, top_p: float, gen, rows: torch.Tensor | None = None,
+                n_rows: int | None = None) -> torch.Tensor:
+        """Greedy or sampled next tokens of ``logits`` [B,V].
+
+        Sampling is ``torch.multinomial``'s own method written out (``argmax(p / q)`` with
+        ``q ~ Exp(1)``, the same draws from ``gen``), with the noise drawn for all ``n_rows`` rows
+        of the batch the loop started with and row ``rows[j]`` of it used for row ``j``: a row's
+        sample does not depend on which other rows have finished and left the batch.
+        """
         if temperature == 0:
             return logits.argmax(-1)
         probs = torch.softmax(logits.float() / temperature, dim=-1)
@@ -201,7 +209,12 @@ class LocalLM(LanguageModel):
             before = sorted_p.cumsum(-1) - sorted_p  # mass of strictly more likely tokens
             sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        n = probs.shape[0] if n_rows is None else n_rows
+        q = torch.empty((n, probs.shape[-1]), dtype=probs.dtype, device=probs.device)
+        q.exponential_(1, generator=gen)
+        if rows is not None:
+            q = q.index_select(0, rows)
+        return (probs / q).argmax(-1)
 
     @staticmethod
     def _find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
@@ -212,51 +225,124 @@ class LocalLM(LanguageModel):
                 best = (i, s)
         return best
 
+    def _token_masks(self, stops: Sequence[str], vocab: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stop tokens, tokens that may complete a stop string) as boolean masks over the vocab.
+
+        A stop string completed by the newest token ends inside that token's text, so a token
+        whose own text lacks every stop string's last character cannot complete one (an ASCII
+        byte decodes to itself even next to partial UTF-8 bytes). Tokens holding partial UTF-8
+        bytes are always checked when a stop string ends in a non-ASCII character, and every
+        token is when one ends in a plain space (some decoders strip a token's leading space
+        when it is decoded alone)."""
+        key = (tuple(stops), vocab, str(device), frozenset(self.stop_token_ids))
+        cached = getattr(self, "_mask_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        stop_tok = torch.zeros(vocab, dtype=torch.bool)
+        stop_tok[[t for t in self.stop_token_ids if 0 <= t < vocab]] = True
+        lasts = {st[-1] for st in stops}
+        if not stops:
+            may_stop = torch.zeros(vocab, dtype=torch.bool)
+        elif " " in lasts:
+            may_stop = torch.ones(vocab, dtype=torch.bool)
+        else:
+            texts = self.tokenizer.batch_decode([[i] for i in range(vocab)],
+                                                skip_special_tokens=False,
+                                                clean_up_tokenization_spaces=False)
+            partial = any(ord(c) > 127 for c in lasts)
+            may_stop = torch.tensor([any(c in t for c in lasts) or (partial and "\ufffd" in t)
+                                     for t in texts], dtype=torch.bool)
+        masks = (stop_tok.to(device), (may_stop & ~stop_tok).to(device))
+        self._mask_cache = (key, masks)
+        return masks
+
     def _decode_loop(self, cache, logits, attn, pos, *, max_new_tokens, temperature, top_p,
                      stops, gen) -> list[Generation]:
-        """Sample from ``logits`` [B,V] onward; ``attn`` covers the cache, ``pos`` [B] is next."""
-        n = logits.shape[0]
+        """Sample from ``logits`` [B,V] onward; ``attn`` covers the cache, ``pos`` [B] is next.
+
+        The per-step work is a few batched tensor operations: tokens and log-probs go into
+        preallocated [B, max_new_tokens] tensors, stop tokens are found with a vocabulary mask,
+        and only the rows whose new token may complete a stop string (another mask) are decoded.
+        Finished rows stay in the batch until a quarter of it has finished; then the cache is
+        re-indexed once to drop them all.
+        """
+        n, vocab = logits.shape
+        dev = logits.device
+        stop_tok, may_stop = self._token_masks(stops, vocab, dev)
         # A stop string completed by the newest token lies in the text of the last few tokens
         # (a character spans at most 4 byte tokens), so a decoded tail is a cheap pre-check; keys
         # drop leading whitespace, which some decoders strip from the first token of a text.
         tail = 4 * max((len(s) for s in stops), default=0) + 4
         keys = [s.lstrip() for s in stops]
         precheck = all(keys)
-        rows = list(range(n))
-        ids: list[list[int]] = [[] for _ in range(n)]
-        lps: list[list[float]] = [[] for _ in range(n)]
+        flag_mask = stop_tok | may_stop
+        toks = torch.zeros((n, max_new_tokens), dtype=torch.long, device=dev)
+        lps: torch.Tensor | None = None
+        width = attn.shape[1]
+        attn = torch.cat([attn, attn.new_ones(n, max_new_tokens)], dim=1)
+        row_ids = list(range(n))  # batch position -> original row
+        rows_t: torch.Tensor | None = None  # the same as a tensor, None while it is 0..n-1
+        alive = [True] * n
+        n_alive = n
         out: list[Generation | None] = [None] * n
+
+        def finish(j: int, step: int, reason: str, stop=None, text: str | None = None) -> None:
+            nonlocal n_alive
+            r = row_ids[j]
+            ids = toks[r, :step + 1].tolist()
+            lp = lps[r, :step + 1].tolist()
+            if text is None:
+                text = self.decode(ids[:-1] if reason == "stop" else ids)
+            out[r] = Generation(text, ids, lp, reason, stop)
+            alive[j] = False
+            n_alive -= 1
+
         for step in range(max_new_tokens):
-            tok = self._choose(logits, temperature, top_p, gen)
+            tok = self._choose(logits, temperature, top_p, gen, rows_t, n)
             tok_lp = F.gather_logprobs(logits.unsqueeze(1), tok.unsqueeze(1)).squeeze(1)
-            self.counters["generated_tokens"] += len(rows)
-            keep = []
-            for j, (r, t, lp) in enumerate(zip(rows, tok.tolist(), tok_lp.tolist())):
-                ids[r].append(t)
-                lps[r].append(lp)
+            if lps is None:
+                lps = torch.zeros((n, max_new_tokens), dtype=tok_lp.dtype, device=dev)
+            if rows_t is None:
+                toks[:, step] = tok
+                lps[:, step] = tok_lp
+            else:
+                toks[rows_t, step] = tok
+                lps[rows_t, step] = tok_lp
+            self.counters["generated_tokens"] += n_alive
+            flagged = flag_mask[tok].nonzero().flatten().tolist()
+            for j in flagged:
+                if not alive[j]:
+                    continue
+                r = row_ids[j]
+                t = int(toks[r, step])
                 if t in self.stop_token_ids:
-                    out[r] = Generation(self.decode(ids[r][:-1]), ids[r], lps[r], "stop", t)
+                    finish(j, step, "stop", t)
                     continue
-                if stops and (not precheck or
-                              self._find_stop(self.decode(ids[r][-tail:]), keys) is not None):
-                    text = self.decode(ids[r])
-                    hit = self._find_stop(text, stops)
-                    if hit is not None:
-                        out[r] = Generation(text[:hit[0]], ids[r], lps[r], "stop", hit[1])
+                if precheck:
+                    lo = max(0, step + 1 - tail)
+                    if self._find_stop(self.decode(toks[r, lo:step + 1].tolist()), keys) is None:
                         continue
-                if step == max_new_tokens - 1:
-                    out[r] = Generation(self.decode(ids[r]), ids[r], lps[r], "length")
-                    continue
-                keep.append(j)
-            if not keep:
+                text = self.decode(toks[r, :step + 1].tolist())
+                hit = self._find_stop(text, stops)
+                if hit is not None:
+                    finish(j, step, "stop", hit[1], text[:hit[0]])
+            if step == max_new_tokens - 1:
+                for j in range(len(row_ids)):
+                    if alive[j]:
+                        finish(j, step, "length")
+            if n_alive == 0:
                 break
-            if len(keep) < len(rows):
-                idx = torch.tensor(keep, device=self.device)
+            dead = len(row_ids) - n_alive
+            if dead and dead * 4 >= len(row_ids):
+                keep = [j for j in range(len(row_ids)) if alive[j]]
+                idx = torch.tensor(keep, device=dev)
                 cache.batch_select_indices(idx)
                 attn, pos, tok = attn[idx], pos[idx], tok[idx]
-                rows = [rows[j] for j in keep]
-            attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
-            logits = self._forward(tok.unsqueeze(1), attn, pos.unsqueeze(1), cache, True)
+                row_ids = [row_ids[j] for j in keep]
+                rows_t = torch.tensor(row_ids, device=dev)
+                alive = [True] * len(row_ids)
+            logits = self._forward(tok.unsqueeze(1), attn[:, :width + step + 1],
+                                   pos.unsqueeze(1), cache, True)
             pos = pos + 1
         return [g if g is not None else Generation("", [], [], "length") for g in out]
 
