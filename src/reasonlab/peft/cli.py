@@ -8,13 +8,13 @@ from typing import Optional
 
 import typer
 
-from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, build_config, user_errors
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt, config_command
 
 
 def blora_cmd(
+    out: Path = OutOpt,
     config: Optional[Path] = ConfigOpt,
     sets: Optional[list[str]] = SetOpt,
-    out: Path = OutOpt,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model folder "
                                         "(overrides the config's 'model')."),
 ) -> None:
@@ -22,8 +22,7 @@ def blora_cmd(
     from reasonlab.peft.compare import CompareConfig, format_table, run_compare
 
     sets = list(sets or []) + ([f"model={model}"] if model else [])
-    cfg = build_config(CompareConfig, config, sets)
-    with user_errors():
+    with config_command(CompareConfig, config, sets) as cfg:
         results = run_compare(cfg, out)
     typer.echo(format_table(results))
 
