@@ -272,10 +272,9 @@ def summary_rows(results: list[dict]) -> list[dict]:
 
 def plot_e0(results: list[dict], path: Path, evaluator: str = "kl") -> Path | None:
     """E0 and its upper bound against n, per mode, for held-out works and unseen creators."""
-    import matplotlib
+    from reasonlab.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     drawn = False
@@ -297,12 +296,7 @@ def plot_e0(results: list[dict], path: Path, evaluator: str = "kl") -> Path | No
     if not drawn:
         plt.close(fig)
         return None
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def run_creativity(cfg: CreativityConfig, out_dir: str | Path) -> dict[str, Any]:

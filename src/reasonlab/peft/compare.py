@@ -308,10 +308,9 @@ def summarize(rows: list[dict], cfg: CompareConfig) -> dict[str, Any]:
 
 def plot_compare(results: dict, out: Path) -> list[Path]:
     """Accuracy per method (95% t-interval over seeds), and B-LoRA's rank and bits per module."""
-    import matplotlib
+    from reasonlab.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     ms = list(results["methods"])
@@ -323,10 +322,7 @@ def plot_compare(results: dict, out: Path) -> list[Path]:
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)
     ax.set_title("fine-tuning to a new skill (mean, 95% CI over seeds)")
-    fig.tight_layout()
-    paths.append(out / "accuracy.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "accuracy.png", dpi=110))
     if results.get("effective_ranks"):
         seed_key = next(iter(results["effective_ranks"]))
         ranks, bits = results["effective_ranks"][seed_key], results["bit_widths"][seed_key]
@@ -343,10 +339,7 @@ def plot_compare(results: dict, out: Path) -> list[Path]:
         a2.legend(fontsize=7, ncol=3)
         a2.set_xticks(range(len(names)), short, rotation=90, fontsize=7)
         a1.set_title(f"B-LoRA learned rank and bit-width per module ({seed_key})")
-        fig.tight_layout()
-        paths.append(out / "blora_ranks_bits.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / "blora_ranks_bits.png", dpi=110))
     return paths
 
 
