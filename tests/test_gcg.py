@@ -312,3 +312,19 @@ def test_cli_attack_gcg(micro_cache):
     assert "1/1 behaviours attacked" in r.output and (out / "results.json").exists()
     bad = CliRunner().invoke(app, ["attack", "gcg", "-o", str(out / "x"), "-s", "gcg.topk=0"])
     assert bad.exit_code == 2 and "topk" in bad.output
+
+
+def test_runner_universal_mode_one_suffix_for_all(micro_cache):
+    from reasonlab.attacks.runner import AttackConfig, run_attack
+    from reasonlab.runs import read_json
+
+    data = _jsonl(micro_cache / "u.jsonl", [("Name 2 fruits.", "Sure, here is"),
+                                            ("Name 2 birds.", "Sure, here is a")])
+    cfg = AttackConfig(behaviors=str(data), n_behaviors=2, only_refused=False, micro=True,
+                       max_new_tokens=4, mode="universal",
+                       gcg=small_cfg(num_steps=2, search_width=16, optim_str_init="x x x"))
+    res = run_attack(cfg, micro_cache / "uni", progress=False)
+    recs = read_json(micro_cache / "uni" / "behaviors" / "universal.json")["records"]
+    assert res["n_attacked"] == 2 and recs[0]["suffix_ids"] == recs[1]["suffix_ids"]
+    fwd = recs[0]["target_forwards"]  # every candidate and gradient pass counted once per prompt
+    assert fwd == recs[0]["curve"][-1]["target_forwards"] and fwd % 2 == 0
