@@ -1,8 +1,14 @@
-"""CLI: ``reasonlab models list | build NAME | path NAME`` — the model cache."""
+"""CLI: ``reasonlab models list | build NAME | path NAME`` (the model cache) and
+``reasonlab composition`` (the composition law on a herd of cached models)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from reasonlab.cli_common import ConfigOpt, OutOpt, SetOpt
 
 MicroOpt = typer.Option(False, "--micro", help="The recipe's micro variant (builds in seconds).")
 
@@ -55,3 +61,18 @@ def register(app: typer.Typer) -> None:
                         + (" --micro" if micro else ""), err=True)
             raise typer.Exit(1)
         typer.echo(str(entry / "model"))
+
+    @app.command("composition")
+    def composition(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
+                    set_: Optional[list[str]] = SetOpt) -> None:
+        """The composition law on a herd: per-skill and per-pair success, pair correlation, and
+        the exponent of Y = X^e (table and plots). Models: recipe names or model folders."""
+        from reasonlab.cli_common import build_config, user_errors
+        from reasonlab.evals.composition import (CompositionConfig, format_composition,
+                                                 run_composition)
+
+        cfg = build_config(CompositionConfig, config, set_)
+        with user_errors():
+            res = run_composition(cfg, out)
+        typer.echo(format_composition(res))
+        typer.echo(f"results: {out / 'results.json'}  plots: {', '.join(res['plots'])}")

@@ -33,6 +33,7 @@ from typing import Any, Callable
 RECIPE_MODULES = [
     "reasonlab.models.solvers",
     "reasonlab.models.aligned_chat",
+    "reasonlab.models.herd",
 ]
 
 

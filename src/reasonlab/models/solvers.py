@@ -3,13 +3,15 @@
 Each recipe is a :class:`reasonlab.solver.SolverConfig` built by :func:`build_solver` (the
 solver pipeline: SkillMath data → character tokenizer → SFT of a tiny Llama → per-skill greedy
 evaluation) into an HF model folder that also holds ``solver_results.json`` (the pipeline's
-results: per-skill accuracy, held-out template and pair accuracy, training minutes).
+results: per-skill accuracy, held-out template and pair accuracy, training minutes) and
+``eval_predictions.jsonl`` (every evaluated problem: set, id, skills, correctness).
 
 Recipes (``reasonlab models list`` shows them with their cache state):
 
 - ``solver-addsub``: ``configs/solver_quick.yaml`` (add/sub, columns, 1–2 skills; measured 99%).
 - ``solver-3skill``: ``configs/solver_3skill.yaml`` (add/sub chains of 1–3 skills).
-- the six-skill recipes and the herd are registered by :mod:`reasonlab.models.herd`.
+- the six-skill herd (``herd-xs``, ``herd-s``, ``herd-m``, ``herd-l``) is registered by
+  :mod:`reasonlab.models.herd`.
 
 Every recipe trains with one torch thread (the machine is shared) and has a micro variant
 (``configs/solver_micro.yaml`` shape, no evaluation) that builds in seconds.
@@ -24,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from reasonlab.config import from_dict
+from reasonlab.models import PREDICTIONS_FILE, RESULTS_FILE
 from reasonlab.models.recipes import Recipe, register
 from reasonlab.solver import SolverConfig
 
-RESULTS_FILE = "solver_results.json"
+
 
 _TRAIN = {"lr": 0.003, "warmup_steps": 100, "min_lr_ratio": 0.1, "eval_every": 250,
           "eval_batches": 4, "checkpoint_every": 250, "log_every": 10, "device": "cpu"}
@@ -81,7 +84,7 @@ def solver_config(base: dict[str, Any], **overrides: Any) -> SolverConfig:
 def build_solver(cfg: SolverConfig, out_dir: Path) -> None:
     """Run the solver pipeline in a scratch folder next to ``out_dir`` and keep the fine-tuned
     model (with its tokenizer) and the pipeline's results in ``out_dir``."""
-    from reasonlab.runs import atomic_write_json
+    from reasonlab.runs import atomic_write_json, read_jsonl, write_jsonl
     from reasonlab.solver import run_solver
 
     out_dir = Path(out_dir)
@@ -92,6 +95,12 @@ def build_solver(cfg: SolverConfig, out_dir: Path) -> None:
             if p.is_file():
                 shutil.copy2(p, out_dir / p.name)
         atomic_write_json(out_dir / RESULTS_FILE, res)
+        recs = []
+        for name in cfg.eval.sets:  # per-problem predictions, for per-pair analyses
+            pred = Path(tmp) / "eval" / name / "predictions.jsonl"
+            if pred.exists():
+                recs += [{"set": name, **r} for r in read_jsonl(pred)]
+        write_jsonl(out_dir / PREDICTIONS_FILE, recs)
 
 
 def solver_recipe(name: str, full: dict[str, Any], description: str,

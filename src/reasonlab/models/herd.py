@@ -1,0 +1,67 @@
+"""The six-skill SkillMath solvers (the herd; ``herd-m`` is the demo recipe) for the model cache.
+
+All train on one mix (:data:`SKILLS6`): add, sub, mul, div, rem and cmp, numbers up to 30,
+every intermediate result up to 300, chains of 1–3 skills (40/40/20%), templates 0–7 of the
+nine SkillMath wordings in both variants (template 8 held out), the skill pairs ``mul>sub`` and
+``div>add`` held out, and ``columns_all`` solutions: add/sub column by column, mul by one digit
+digit by digit, div/rem by long division, cmp as the column subtraction of the smaller number
+(DESIGN.md, "Where a wider solver starts": the skills without a step-by-step written form were
+the ones not learned).
+
+The herd varies model size and training length on that mix so per-skill success spreads from
+weak to strong — what the composition law (:mod:`reasonlab.evals.composition`) is fitted on.
+Each recipe evaluates on 1-, 2- and 3-skill test problems, the held-out template and the held-out
+pairs; the per-problem predictions stay in the model folder (``eval_predictions.jsonl``).
+
+The YAML copies under ``configs/herd_*.yaml`` run the same pipelines with
+``reasonlab train-solver -c`` (a test checks that they equal the recipes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reasonlab.models.solvers import MICRO, merge, solver_recipe
+
+HERD_SKILLS = ["add", "sub", "mul", "div", "rem", "cmp"]
+
+SKILLS6: dict[str, Any] = {
+    "seed": 0, "threads": 1, "vocab_size": 272, "digits": "single",
+    "data": {"seed": 0, "n_train": 6000, "n_val": 100, "n_test": 400, "n_test_template": 100,
+             "n_test_pair": 100, "skills": HERD_SKILLS, "k_weights": [0.4, 0.4, 0.2],
+             "min_number": 1, "max_number": 30, "max_factor": 9, "max_answer": 300,
+             "templates": [0, 1, 2, 3, 4, 5, 6, 7, 8], "variants": [0, 1], "heldout_template": 8,
+             "heldout_pairs": ["mul>sub", "div>add"], "solution_style": "columns_all"},
+    "do_pretrain": False,
+    "sft": {"preset": "tiny-1m", "seq_len": 384, "batch_size": 12, "max_steps": 400, "lr": 0.003,
+            "warmup_steps": 40, "min_lr_ratio": 0.1, "eval_every": 200, "eval_batches": 2,
+            "checkpoint_every": 100, "log_every": 10, "device": "cpu"},
+    "eval": {"sets": ["test_k1", "test_k2", "test_k3", "test_template", "test_pair"], "limit": 0,
+             "max_new_tokens": 160, "batch_size": 64},
+}
+
+MICRO6 = merge(MICRO, {"data": {"skills": HERD_SKILLS, "max_answer": 300,
+                                "templates": [0, 1, 2, 3, 4, 5, 6, 7, 8], "heldout_template": 8,
+                                "heldout_pairs": ["mul>sub"], "solution_style": "columns_all"},
+                       "sft": {"seq_len": 384}})
+
+# name -> (model preset, SFT steps, warmup): small and short to large and long. Sized for a
+# shared, heavily loaded 2-core machine (see the README for what this costs and reaches).
+HERD: dict[str, tuple[str, int, int]] = {
+    "herd-xs": ("tiny-0.5m", 100, 10),
+    "herd-s": ("tiny-0.5m", 200, 20),
+    "herd-m": ("tiny-1m", 150, 15),
+    "herd-l": ("tiny-1m", 220, 22),
+}
+
+
+def herd_config(name: str) -> dict[str, Any]:
+    """The config mapping of herd member ``name``."""
+    preset, steps, warmup = HERD[name]
+    return merge(SKILLS6, {"sft": {"preset": preset, "max_steps": steps, "warmup_steps": warmup}})
+
+
+for _name, (_preset, _steps, _) in HERD.items():
+    solver_recipe(_name, herd_config(_name),
+                  f"six-skill solver (herd), {_preset}, {_steps} SFT steps"
+                  + ("; the demo recipe" if _name == "herd-m" else ""), micro=MICRO6)
