@@ -47,7 +47,7 @@ FORMATS = ("auto", "gsm8k", "boxed", "answer_is", "math", "number")
 MODES = ("auto", "numeric", "symbolic")
 DATASET_MODES = {"gsm8k": "numeric", "svamp": "numeric", "skillmath": "numeric",
                  "math": "symbolic", "math500": "symbolic"}
-DEFAULT_TIMEOUT = 5.0  # seconds for one symbolic extraction or comparison
+DEFAULT_TIMEOUT = 10.0  # seconds for one symbolic extraction or comparison
 
 _NUM_RE = re.compile(r"(?<![\w)\]}.])-?\d+(?:,\d{3})*(?:\.\d+)?|(?<![\w)\]}.])-?\.\d+|\d+(?:,\d{3})*(?:\.\d+)?")
 _GSM_RE = re.compile(r"####\s*([^\n]*)")
@@ -116,7 +116,7 @@ def _op_extract(text: str, ref: str | None) -> tuple[str | None, bool]:
     found = _mv_parse(text, anchors=True)
     strings = [x for x in found if isinstance(x, str)]
     ok = ref is not None and _mv_verify(_mv_parse(ref, anchors=False), found)
-    return (strings[-1] if strings else None), ok
+    return (strings[-1].strip().rstrip(".,;").strip() if strings else None), ok
 
 
 _OPS: dict[str, Callable[..., Any]] = {"verify": _op_verify, "extract": _op_extract}
@@ -137,7 +137,7 @@ def _recv(stream) -> Any:
 
 def serve_stdio() -> None:  # pragma: no cover - runs in the worker process
     """The worker's loop: requests on stdin, answers on stdout (length-prefixed pickles)."""
-    import math_verify  # noqa: F401 - imported once, before the first request
+    _op_extract("So $x = \\frac{1}{2}$.", "0.5")  # compile math-verify's patterns before timing
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the answer pipe
@@ -535,7 +535,7 @@ def is_equivalent(predicted: str | None, reference: str | None, *, use_math_veri
         return False  # ranges and space-separated numbers are compared as written
     if _math_verify(a, b, timeout):
         return True
-    raw_p, raw_r = str(predicted).strip(), str(reference).strip()
+    raw_p, raw_r = (str(x).strip().rstrip(".").strip() for x in (predicted, reference))
     return (raw_p, raw_r) != (a, b) and _math_verify(raw_p, raw_r, timeout)
 
 

@@ -279,6 +279,7 @@ class LocalLM(LanguageModel):
         toks = torch.zeros((n, max_new_tokens), dtype=torch.long, device=dev)
         lps: torch.Tensor | None = None
         width = attn.shape[1]
+        unpadded = bool(attn.all())  # no padding: the model's own causal mask is the same mask
         attn = torch.cat([attn, attn.new_ones(n, max_new_tokens)], dim=1)
         row_ids = list(range(n))  # batch position -> original row
         rows_t: torch.Tensor | None = None  # the same as a tensor, None while it is 0..n-1
@@ -341,8 +342,8 @@ class LocalLM(LanguageModel):
                 row_ids = [row_ids[j] for j in keep]
                 rows_t = torch.tensor(row_ids, device=dev)
                 alive = [True] * len(row_ids)
-            logits = self._forward(tok.unsqueeze(1), attn[:, :width + step + 1],
-                                   pos.unsqueeze(1), cache, True)
+            mask = None if unpadded else attn[:, :width + step + 1]
+            logits = self._forward(tok.unsqueeze(1), mask, pos.unsqueeze(1), cache, True)
             pos = pos + 1
         return [g if g is not None else Generation("", [], [], "length") for g in out]
 
