@@ -63,11 +63,63 @@ def user_errors() -> Iterator[None]:
         fail(_message(e))
 
 
+def config_yaml(cfg: Any) -> str:
+    """A config as YAML (every key, in declaration order) that ``--config`` reads back."""
+    import json
+
+    import yaml
+
+    from reasonlab.runs import to_json
+
+    return yaml.safe_dump(json.loads(to_json(cfg)), sort_keys=False, default_flow_style=False)
+
+
 @contextmanager
 def config_command(cls: type[T], config: Optional[Path], sets: Optional[list[str]], *,
                    base: dict[str, Any] | None = None) -> Iterator[T]:
     """The body of a config-driven command: ``with config_command(Cfg, config, sets) as cfg:``
-    loads ``cfg`` (:func:`build_config`) and runs the block under :func:`user_errors`."""
+    loads ``cfg`` (:func:`build_config`), prints the effective config on stderr and runs the
+    block under :func:`user_errors`."""
     cfg = build_config(cls, config, sets, base)
+    typer.echo("effective config:\n" + _indent(config_yaml(cfg)), err=True)
     with user_errors():
         yield cfg
+
+
+def _indent(text: str) -> str:
+    return "".join("  " + line for line in text.splitlines(keepends=True))
+
+
+class ProgressLines:
+    """A text stream for logs that are not a terminal: progress bars' carriage-return redraws
+    become one line at most every ``interval`` seconds (and the bar's last state), so a log
+    file holds periodic lines instead of one huge line; everything else passes through."""
+
+    def __init__(self, stream: Any, interval: float = 10.0):
+        self._stream = stream
+        self._interval = interval
+        self._last = 0.0
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        import time
+
+        if "\r" not in text:
+            if text.startswith("\n") and self._pending:  # a bar closing: its final state
+                self._stream.write(self._pending + "\n")
+                self._pending, text = "", text[1:]
+            return self._stream.write(text) if text else 0
+        *_, last = text.split("\r")
+        last = last.strip()
+        if not last:
+            return len(text)
+        self._pending = last
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._stream.write(last + "\n")
+            self._stream.flush()
+            self._last, self._pending = now, ""
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -93,16 +93,19 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             f = float(value)
         except ValueError:
             raise ConfigError(f"config key '{name}' must be an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"config key '{name}' must be an integer, got {value!r}")
         return int(f)
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"config key '{name}' must be a number, got {value!r}")
         try:
-            return float(value)
+            f = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"config key '{name}' must be a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"config key '{name}' = {value!r} is not a finite number")
+        return f
     if tp is str:
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"config key '{name}' must be a string, got {value!r}")
