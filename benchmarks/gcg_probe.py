@@ -89,17 +89,21 @@ def ensure_nanogcg_venv() -> Path | None:
     """The nanoGCG venv's python (created on first use): its own transformers 4.47 and nanogcg,
     torch and the rest taken from this environment through a .pth file. None if it fails."""
     py = NANO_VENV / "bin" / "python"
-    try:
-        if not py.exists():
-            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(NANO_VENV)], check=True)
-            subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
-                            "--no-deps", *NANO_PINS], check=True)
+
+    def works() -> bool:
         site = next((NANO_VENV / "lib").glob("python3*/site-packages"))
         here = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "torch").exists())
         (site / "zz_main_venv.pth").write_text(here + "\n")
-        subprocess.run([str(py), "-c", "import nanogcg, transformers"], check=True,
-                       capture_output=True)
-        return py
+        return subprocess.run([str(py), "-c", "import nanogcg, transformers"],
+                              capture_output=True).returncode == 0
+
+    try:
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(NANO_VENV)], check=True)
+        if not works():
+            subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
+                            "--no-deps", *NANO_PINS], check=True)
+        return py if works() else None
     except (subprocess.CalledProcessError, StopIteration, OSError) as e:
         print(f"nanoGCG unavailable: {e}", file=sys.stderr)
         return None
