@@ -121,6 +121,14 @@ def test_killed_build_is_not_published_and_is_rebuilt(env):
     assert (path / "model.safetensors").stat().st_size == 256 * 64
     assert len(_builds(tmp_path)) == 2
     assert not any(p.name.startswith(".tmp-") for p in models.iterdir())  # stale build removed
+    # a killed build of another entry is removed too once its lock is free
+    other = models / ".tmp-other-0123456789abcdef-99999-deadbeef"
+    (other / "model").mkdir(parents=True)
+    (models / ".locks" / "other-0123456789abcdef.lock").touch()
+    cache._verified.clear()
+    (path.parent / "manifest.json").unlink()
+    cache.model_path("fake-test")
+    assert not other.exists()
     man = json.loads((path.parent / "manifest.json").read_text())
     assert man["config_hash"] == config_hash(get_recipe("fake-test"))
     assert set(man["files"]) == {"config.json", "model.safetensors"}

@@ -179,10 +179,24 @@ def _build(recipe: Recipe, micro: bool, entry: Path, h: str) -> None:
 
 
 def _clean_stale(root: Path, entry_name_: str) -> None:
-    """Remove leftovers of killed builds of this entry (called with its lock held, so no live
-    builder owns them)."""
+    """Remove leftovers of killed builds: this entry's (called with its lock held, so no live
+    builder owns them) and any other entry's whose lock is free (nobody is building it)."""
     for p in root.glob(f".tmp-{entry_name_}-*"):
         shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".tmp-*"):
+        other = p.name[len(".tmp-"):].rsplit("-", 2)[0]
+        lock = root / ".locks" / f"{other}.lock"
+        if other == entry_name_ or not p.is_dir() or not lock.exists():
+            continue
+        with open(lock, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built right now
+            try:
+                shutil.rmtree(p, ignore_errors=True)
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def model_path(name: str, *, micro: bool = False) -> Path:
