@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "reasonlab.peft.cli",
     "reasonlab.solver_cli",
     "reasonlab.posttrain.cli",
+    "reasonlab.reasoning.cli",
     "reasonlab.models.cli",
     "reasonlab.serve.cli",
     "reasonlab.attacks.cli",
