@@ -8,14 +8,15 @@ import pytest
 
 from reasonlab.config import load_config
 from reasonlab.data.skillmath import SkillMathConfig
-from reasonlab.posttrain import PosttrainConfig
 from reasonlab.llama.scaling import ScalingConfig
 from reasonlab.optim.compare import CompareConfig
 from reasonlab.optim.es import MetaTrainConfig
+from reasonlab.posttrain import PosttrainConfig
 from reasonlab.solver import SolverConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CLASS_BY_FILE = {
+    "blora_base.yaml": SolverConfig,
     "optimizer_compare.yaml": CompareConfig,
     "optimizer_full.yaml": MetaTrainConfig,
     "optimizer_quick.yaml": MetaTrainConfig,
