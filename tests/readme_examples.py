@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 PLACEHOLDERS = ("…", "RUN...", "GPU-HOST", " MODEL", "path/to/", "$KEY", "loss_fn(")
 # Examples that run in seconds; the others train or serve for minutes and run under -m slow.
 FAST = ("reasonlab presets", "reasonlab data show", "reasonlab data skillmath -o runs/sm",
-        "DPOConfig(", "build_guard_prompt")
+        "reasonlab show-config", "DPOConfig(", "build_guard_prompt")
 
 
 @dataclass
