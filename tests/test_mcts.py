@@ -308,3 +308,17 @@ def test_runner_on_a_micro_model_resumes(tmp_path, tiny_tokenizer, tiny_model):
     assert res2["rounds"][0] == res["rounds"][0]
     assert res2["rounds"][1]["pairs"] == res["rounds"][1]["pairs"]
     assert res2["generated_tokens"] == res["generated_tokens"]
+
+
+def test_shared_prefix_self_evaluation_equals_scoring_each_text(tiny_tokenizer, tiny_model):
+    from reasonlab.lm.local import LocalLM
+    from reasonlab.reasoning.mcts import self_evaluations
+
+    lm = LocalLM(tiny_model, tiny_tokenizer, device="cpu")
+    prompt = "Tom has 3 apples and buys 4 more.\nA: "
+    partials = ["Step 1: 3 + 4 = 7.\n", "Step 1: 3 * 4 = 12.\n", "The answer is 7."]
+    shared = self_evaluations(lm, prompt, partials, MCTSConfig(self_eval_yes="B", self_eval_no="A"))
+    plain = self_evaluations(lm, prompt, partials, MCTSConfig(batched=False))
+    assert len(tiny_tokenizer("B", add_special_tokens=False)["input_ids"]) == 1
+    assert shared == pytest.approx(plain, abs=1e-4)
+    assert len(set(round(c, 6) for c in shared)) == 3  # the three texts are judged differently

@@ -376,6 +376,40 @@ class LocalLM(LanguageModel):
         return out
 
     # ------------------------------------------------------------------ generation
+    def _prefill(self, rows: list[list[int]]):
+        """The prompts' forward pass: (cache, last logits [B,V], attention mask, next positions).
+
+        Rows (sorted by length) whose lengths differ more than twofold run in separate groups,
+        each left-padded only to its own longest row; the groups' KV caches are then merged,
+        left-padded to the longest row. Padding is masked and positions come from the mask, so
+        every row computes what it would in one padded batch, with far less padded work when
+        one long prompt sits among short ones."""
+        ids, attn = self._left_pad(rows)
+        pos = F.position_ids_from_mask(attn)
+        cache = F.new_cache(self.model)
+        bounds = [0]
+        for i in range(1, len(rows)):
+            if len(rows[i]) > 2 * len(rows[bounds[-1]]):
+                bounds.append(i)
+        if len(bounds) == 1 or not hasattr(cache, "layers"):
+            return cache, self._forward(ids, attn, pos, cache, True), attn, pos[:, -1] + 1
+        bounds.append(len(rows))
+        width = ids.shape[1]
+        logits, keys, values = [], None, None
+        for a, b in zip(bounds, bounds[1:]):
+            g_ids, g_attn = self._left_pad(rows[a:b])
+            g_cache = F.new_cache(self.model)
+            logits.append(self._forward(g_ids, g_attn, F.position_ids_from_mask(g_attn),
+                                        g_cache, True))
+            pad = width - g_ids.shape[1]
+            k = [torch.nn.functional.pad(layer.keys, (0, 0, pad, 0)) for layer in g_cache.layers]
+            v = [torch.nn.functional.pad(layer.values, (0, 0, pad, 0)) for layer in g_cache.layers]
+            keys = [[x] for x in k] if keys is None else [ks + [x] for ks, x in zip(keys, k)]
+            values = [[x] for x in v] if values is None else [vs + [x] for vs, x in zip(values, v)]
+        for layer, (ks, vs) in enumerate(zip(keys, values)):
+            cache.update(torch.cat(ks), torch.cat(vs), layer)
+        return cache, torch.cat(logits), attn, pos[:, -1] + 1
+
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128,
                  temperature: float = 0.0, top_p: float = 1.0,
                  stop: Sequence[str] | None = None, seed: int | None = None,
@@ -407,11 +441,8 @@ class LocalLM(LanguageModel):
                 if max_new_tokens == 0:
                     gens = [Generation("", [], [], "length") for _ in idx]
                 else:
-                    ids, attn = self._left_pad([encoded[i] for i in idx])
-                    pos = F.position_ids_from_mask(attn)
-                    cache = F.new_cache(self.model)
-                    logits = self._forward(ids, attn, pos, cache, True)
-                    gens = self._decode_loop(cache, logits, attn, pos[:, -1] + 1,
+                    cache, logits, attn, pos = self._prefill([encoded[i] for i in idx])
+                    gens = self._decode_loop(cache, logits, attn, pos,
                                              max_new_tokens=max_new_tokens,
                                              temperature=temperature, top_p=top_p,
                                              stops=stops, gen=gen)
@@ -478,6 +509,36 @@ class LocalLM(LanguageModel):
         """``n`` sampled next reasoning steps of ``prefix`` (one line each by default)."""
         return self.generate_from_prefix(prefix, n, stop=stop, temperature=temperature,
                                          top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+
+    def prefix_next_logprobs(self, prefix: str, suffixes: Sequence[str], token_ids: Sequence[int],
+                             *, batch_size: int | None = None) -> list[list[float]]:
+        """``log p(t | prefix + suffix)`` of each of ``token_ids`` after each suffix, with the
+        prefix's KV cache computed once and expanded over the suffixes (tokenized as in
+        :meth:`generate_from_prefix`): e.g. the self-evaluations of sibling steps in MCTS."""
+        suffix_ids = [self.encode(s, add_special_tokens=False) for s in suffixes]
+        if any(not s for s in suffix_ids):
+            raise ValueError("a suffix encodes to no tokens")
+        prefix_ids = self.encode(prefix)
+        if not prefix_ids:
+            raise ValueError("the prefix encodes to no tokens")
+        bs = batch_size or self.batch_size
+        p = len(prefix_ids)
+        out: list[list[float]] = []
+        with self._inference():
+            ids = torch.tensor([prefix_ids], device=self.device)
+            attn = torch.ones_like(ids)
+            prefix_cache = F.new_cache(self.model)
+            self._forward(ids, attn, F.position_ids_from_mask(attn), prefix_cache, True)
+            pick = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
+            for start in range(0, len(suffix_ids), bs):
+                chunk = suffix_ids[start:start + bs]
+                cache = F.expand_cache(prefix_cache, len(chunk))
+                s_ids, s_attn = self._left_pad(chunk)
+                attn = torch.cat([torch.ones(len(chunk), p, dtype=torch.long, device=self.device),
+                                  s_attn], dim=1)
+                logits = self._forward(s_ids, attn, F.position_ids_from_mask(attn)[:, p:], cache, True)
+                out += torch.log_softmax(logits.float(), dim=-1)[:, pick].cpu().tolist()
+        return out
 
     # ------------------------------------------------------------------ scoring
     def _split(self, prompt: str, continuation: str) -> tuple[list[int], int]:

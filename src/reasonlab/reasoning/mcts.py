@@ -293,10 +293,15 @@ def is_terminal_step(text: str, finish_reason: str, stop_reason: Any, stop: str 
 def self_evaluations(policy: StepPolicy, prompt: str, partials: Sequence[str], cfg: MCTSConfig
                      ) -> list[float]:
     """``C`` for each partial solution: the policy's probability of ``self_eval_yes`` after the
-    review question, renormalized over yes and no. One ``score`` call for all of them (batched), or
-    one call per candidate when ``cfg.batched`` is off."""
+    review question, renormalized over yes and no. Batched: one pass over the siblings sharing the
+    prefix's KV cache (:func:`_shared_prefix_eval`) or, for a policy without it, one ``score``
+    call for all of them; unbatched (``cfg.batched`` off): one ``score`` call per answer and
+    candidate, each re-encoding the whole text."""
     texts = [cfg.self_eval_template.format(prompt=prompt, partial=p) for p in partials]
     conts = [cfg.self_eval_yes, cfg.self_eval_no]
+    shared = _shared_prefix_eval(policy, texts, cfg) if cfg.batched else None
+    if shared is not None:
+        return shared
     if cfg.batched:
         scored = policy.score([t for t in texts for _ in conts], conts * len(texts))
     else:
@@ -307,6 +312,29 @@ def self_evaluations(policy: StepPolicy, prompt: str, partials: Sequence[str], c
         m = max(yes, no)
         out.append(math.exp(yes - m) / (math.exp(yes - m) + math.exp(no - m)))
     return out
+
+
+def _shared_prefix_eval(policy: StepPolicy, texts: Sequence[str], cfg: MCTSConfig
+                        ) -> list[float] | None:
+    """The batched self-evaluation through ``prefix_next_logprobs`` (LocalLM): the texts' common
+    prefix, cut after its last newline, is encoded once and its KV cache shared; one row per
+    candidate reads both answer tokens. None when the policy cannot (no such method, or the
+    answers are not single tokens)."""
+    if not (hasattr(policy, "prefix_next_logprobs") and hasattr(policy, "encode")):
+        return None
+    yes = policy.encode(cfg.self_eval_yes, add_special_tokens=False)
+    no = policy.encode(cfg.self_eval_no, add_special_tokens=False)
+    common = texts[0][:min(len(t) for t in texts)]
+    for t in texts[1:]:
+        k = 0
+        while k < len(common) and common[k] == t[k]:
+            k += 1
+        common = common[:k]
+    cut = common.rfind("\n") + 1
+    if len(yes) != 1 or len(no) != 1 or cut == 0:
+        return None
+    lps = policy.prefix_next_logprobs(texts[0][:cut], [t[cut:] for t in texts], [yes[0], no[0]])
+    return [1.0 / (1.0 + math.exp(n - y)) for y, n in lps]
 
 
 def sample_candidates(policy: StepPolicy, prefix: str, n: int, cfg: MCTSConfig, seed: int) -> list:
