@@ -70,6 +70,17 @@ def test_generate_equals_transformers_generate(lm, temperature, stops):
         assert n == 20 or len(row) == n or row[n] == lm.pad_token_id  # the library stopped too
 
 
+def test_prefill_groups_rows_of_different_lengths(lm):
+    prompts = by_length(lm, PROMPTS)
+    lens = [len(lm.encode(p)) for p in prompts]
+    assert lens[-1] > 2 * lens[0]  # more than one prefill group
+    lm.reset_counters()
+    ours = lm.generate(prompts, max_new_tokens=1)
+    assert lm.reset_counters()["forward_tokens"] < len(prompts) * lens[-1]  # less padding
+    theirs = hf_rows(lm, prompts, max_new_tokens=1, temperature=0.0, stops=[], seed=0)
+    assert [g.token_ids for g in ours] == theirs
+
+
 def test_rows_finishing_early_equal_one_at_a_time(lm):
     stops = ["e", "!"]
     batched = lm.generate(PROMPTS, max_new_tokens=24, stop=stops)

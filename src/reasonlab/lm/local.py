@@ -376,6 +376,40 @@ class LocalLM(LanguageModel):
         return out
 
     # ------------------------------------------------------------------ generation
+    def _prefill(self, rows: list[list[int]]):
+        """The prompts' forward pass: (cache, last logits [B,V], attention mask, next positions).
+
+        Rows (sorted by length) whose lengths differ more than twofold run in separate groups,
+        each left-padded only to its own longest row; the groups' KV caches are then merged,
+        left-padded to the longest row. Padding is masked and positions come from the mask, so
+        every row computes what it would in one padded batch, with far less padded work when
+        one long prompt sits among short ones."""
+        ids, attn = self._left_pad(rows)
+        pos = F.position_ids_from_mask(attn)
+        cache = F.new_cache(self.model)
+        bounds = [0]
+        for i in range(1, len(rows)):
+            if len(rows[i]) > 2 * len(rows[bounds[-1]]):
+                bounds.append(i)
+        if len(bounds) == 1 or not hasattr(cache, "layers"):
+            return cache, self._forward(ids, attn, pos, cache, True), attn, pos[:, -1] + 1
+        bounds.append(len(rows))
+        width = ids.shape[1]
+        logits, keys, values = [], None, None
+        for a, b in zip(bounds, bounds[1:]):
+            g_ids, g_attn = self._left_pad(rows[a:b])
+            g_cache = F.new_cache(self.model)
+            logits.append(self._forward(g_ids, g_attn, F.position_ids_from_mask(g_attn),
+                                        g_cache, True))
+            pad = width - g_ids.shape[1]
+            k = [torch.nn.functional.pad(layer.keys, (0, 0, pad, 0)) for layer in g_cache.layers]
+            v = [torch.nn.functional.pad(layer.values, (0, 0, pad, 0)) for layer in g_cache.layers]
+            keys = [[x] for x in k] if keys is None else [ks + [x] for ks, x in zip(keys, k)]
+            values = [[x] for x in v] if values is None else [vs + [x] for vs, x in zip(values, v)]
+        for layer, (ks, vs) in enumerate(zip(keys, values)):
+            cache.update(torch.cat(ks), torch.cat(vs), layer)
+        return cache, torch.cat(logits), attn, pos[:, -1] + 1
+
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128,
                  temperature: float = 0.0, top_p: float = 1.0,
                  stop: Sequence[str] | None = None, seed: int | None = None,
@@ -407,11 +441,8 @@ class LocalLM(LanguageModel):
                 if max_new_tokens == 0:
                     gens = [Generation("", [], [], "length") for _ in idx]
                 else:
-                    ids, attn = self._left_pad([encoded[i] for i in idx])
-                    pos = F.position_ids_from_mask(attn)
-                    cache = F.new_cache(self.model)
-                    logits = self._forward(ids, attn, pos, cache, True)
-                    gens = self._decode_loop(cache, logits, attn, pos[:, -1] + 1,
+                    cache, logits, attn, pos = self._prefill([encoded[i] for i in idx])
+                    gens = self._decode_loop(cache, logits, attn, pos,
                                              max_new_tokens=max_new_tokens,
                                              temperature=temperature, top_p=top_p,
                                              stops=stops, gen=gen)
