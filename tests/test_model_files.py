@@ -83,6 +83,7 @@ def test_corrupted_bytes_are_caught_and_no_verify_skips(model_dir):
 
 def test_run_folder_instead_of_its_model(model_dir):
     run_dir = model_dir.parent
+    (run_dir / "config.json").write_text('{"name": "pretrain", "seed": 0, "config": {}}')  # a run record
     r = runner.invoke(app, ["generate", "--model", str(run_dir), "--prompt", "hi"])
     assert f"did you mean {run_dir / 'model'}?" in _one_line_error(r)
     r = runner.invoke(app, ["generate", "--model", str(run_dir / "nope"), "--prompt", "hi"])

@@ -40,6 +40,8 @@ COMMAND_MODULES = [
     "reasonlab.serve.cli",
     "reasonlab.attacks.cli",
     "reasonlab.evals.creativity_cli",
+    "reasonlab.evals.ntk_cli",
+    "reasonlab.skills.cli",
 ]
 
 for _name in COMMAND_MODULES:
@@ -140,9 +142,12 @@ def command_config_class(path: list[str]) -> type | None:
             continue
         info = cmds.get(name) if i == len(path) - 1 else None
         break
-    if info is None or info.callback is None:
+    if info is None or info.callback is None or info.callback is show_config:
         return None
     fn = info.callback
+    if not any("--config" in (getattr(prm.default, "param_decls", None) or ())
+               for prm in inspect.signature(fn).parameters.values()):
+        return None  # only commands that load a config are probed
 
     class _Found(Exception):
         def __init__(self, cls: type):

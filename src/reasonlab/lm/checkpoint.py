@@ -117,14 +117,25 @@ def check_model_folder(path: str | Path, *, verify: bool = True) -> Path:
         raise FileNotFoundError(f"no model at {p}: the folder does not exist")
     if not p.is_dir():
         raise ModelLoadError(f"no model at {p}: it is a file; give the model folder")
-    if not (p / "config.json").is_file():
+    if not _is_hf_config(p / "config.json"):
         for sub in ("model", "final"):
-            if (p / sub / "config.json").is_file():
+            if _is_hf_config(p / sub / "config.json"):
                 raise ModelLoadError(f"no model here ({p}); did you mean {p / sub}?")
-        raise ModelLoadError(f"no model here ({p}): no config.json")
+        raise ModelLoadError(f"no model here ({p}): no model config.json")
     if verify:
         verify_manifest(p)
     return p
+
+
+def _is_hf_config(path: Path) -> bool:
+    """Whether ``path`` is a model's config.json (a run directory's config.json is a run record)."""
+    if not path.is_file():
+        return False
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True  # let the loader report what is wrong with it
+    return isinstance(cfg, dict) and ("model_type" in cfg or "architectures" in cfg)
 
 
 def _weights_file(folder: Path) -> str:
