@@ -46,9 +46,10 @@ class LabelsConfig:
     n_test: int = 60  # one-skill test questions for the exemplar evaluation
     data: dict[str, Any] = field(default_factory=dict)  # SkillMathConfig overrides (default: herd mix)
     merge: str = "embedding"  # embedding (MiniLM + agglomerative, model names clusters) | llm
-    n_clusters: int = 0  # clusters of fine skill names; 0 = the number of skills in the data
+    n_clusters: int = 0  # clusters of fine skill names; 0 = SkillMath's 13 skills (clusters the
+    # model names alike are merged, so more clusters than skills costs nothing)
     max_retries: int = 3  # re-asks of an unreadable reply (new seed each), then dropped
-    votes: int = 3  # relabelling samples per question, majority vote (1 = one reply as in the paper)
+    votes: int = 3  # samples per label, cluster name and relabel; majority vote (1 = one reply, as in the paper)
     temperature: float = 1.0
     max_new_tokens: int = 512
     solver: str = ""  # a local solver for the exemplar evaluation ("" = skip it)
@@ -182,8 +183,9 @@ def label_pipeline(model: Any, problems: Sequence[Problem], out: str | Path, *, 
     stats = {k: CallStats() for k in ("label", "merge", "relabel")}
 
     def fine() -> dict[str, Any]:
-        labels = ask(model, [P.label_skill(p.question) for p in problems], parse_fine,
-                     seed=seed, stats=stats["label"], **kw)
+        rows = ask(model, [P.label_skill(p.question) for p in problems for _ in range(votes)],
+                   parse_fine, seed=seed, stats=stats["label"], **kw)
+        labels = [majority(rows[i * votes:(i + 1) * votes]) for i in range(len(problems))]
         return {"labels": labels, "stats": stats["label"].as_dict()}
 
     s1 = _stage(out / "stage1_fine.json", fine)
@@ -202,9 +204,10 @@ def label_pipeline(model: Any, problems: Sequence[Problem], out: str | Path, *, 
             for n, c in zip(names, ids):
                 groups.setdefault(c, []).append(n)
             order = sorted(groups)
-            titles = ask(model, [P.name_cluster(groups[c]) for c in order],
-                         lambda t: snake(reply_field(t, "name") or "") or None,
-                         seed=seed + 1, stats=stats["merge"], **kw)
+            rows = ask(model, [P.name_cluster(groups[c]) for c in order for _ in range(votes)],
+                       lambda t: snake(reply_field(t, "name") or "") or None,
+                       seed=seed + 1, stats=stats["merge"], **kw)
+            titles = [majority(rows[i * votes:(i + 1) * votes]) for i in range(len(order))]
             mapping = {n: (t or groups[c][0]) for c, t in zip(order, titles) for n in groups[c]}
         return {"mapping": mapping, "stats": stats["merge"].as_dict()}
 
@@ -312,7 +315,9 @@ def run_labels(cfg: LabelsConfig, out: str | Path, *, model: Any = None,
     own = model is None
     model = model or open_model(cfg.model, cfg.cache, run.dir)
     try:
-        n_clusters = cfg.n_clusters or len({p.skills[0] for p in train})
+        from reasonlab.data.skillmath import skill_names
+
+        n_clusters = cfg.n_clusters or len(skill_names())
         res = label_pipeline(model, train, run.dir, merge=cfg.merge, n_clusters=n_clusters,
                              seed=cfg.seed, max_retries=cfg.max_retries, votes=cfg.votes,
                              temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
