@@ -250,3 +250,11 @@ def test_minilm_clusters_skillmath_questions_by_skill():
     vecs = load_embedder()([p.question for p in probs])
     ari = adjusted_rand([p.skills[0] for p in probs], cluster_vectors(vecs, 6))
     assert ari > 0.2
+
+
+@pytest.mark.slow
+def test_oracle_world_is_the_herd_data_mix():
+    from reasonlab.models.herd import SKILLS6
+    from reasonlab.skills.oracle import HERD_DATA
+
+    assert HERD_DATA == SKILLS6["data"]

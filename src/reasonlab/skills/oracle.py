@@ -280,12 +280,21 @@ class OracleLM(LanguageModel):
 
 
 # ---------------------------------------------------------------------------- serving
-def default_data_config(**overrides: Any):
-    """The oracle's SkillMath world: the herd's data mix (six skills, numbers to 30)."""
-    from reasonlab.data.skillmath import SkillMathConfig
-    from reasonlab.models.herd import SKILLS6
+# The herd's data mix (``reasonlab.models.herd.SKILLS6["data"]``, kept equal by a test; copied
+# so that the oracle does not import the training stack): six skills, numbers to 30.
+HERD_DATA: dict[str, Any] = {
+    "seed": 0, "n_train": 6000, "n_val": 100, "n_test": 400, "n_test_template": 100,
+    "n_test_pair": 100, "skills": ["add", "sub", "mul", "div", "rem", "cmp"],
+    "k_weights": [0.4, 0.4, 0.2], "min_number": 1, "max_number": 30, "max_factor": 9,
+    "max_answer": 300, "templates": [0, 1, 2, 3, 4, 5, 6, 7, 8], "variants": [0, 1],
+    "heldout_template": 8, "heldout_pairs": ["mul>sub", "div>add"], "solution_style": "columns_all"}
 
-    return SkillMathConfig(**{**SKILLS6["data"], **overrides})
+
+def default_data_config(**overrides: Any):
+    """The oracle's SkillMath world: the herd's data mix, with ``overrides``."""
+    from reasonlab.data.skillmath import SkillMathConfig
+
+    return SkillMathConfig(**{**HERD_DATA, **overrides})
 
 
 def make_oracle(corruption: float = 0.0, *, data_cfg: Any = None, seed: int = 0,

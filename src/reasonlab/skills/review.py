@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qs
 
+from fastapi import Request  # module level: the routes' annotations resolve here
+
 from reasonlab.skills import prompts as P
 
 STATUSES = ("pending", "accepted", "rejected")
@@ -180,7 +182,7 @@ Note: <input id='note' name='note' size='60' value='{esc(r['note'])}'><br>
 # ---------------------------------------------------------------------------- the app
 def create_app(store: ReviewStore, model: Any = None):
     """The review app over ``store``; ``model`` (a LanguageModel) answers the help button."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 
     from reasonlab.skills.calls import chat_messages
