@@ -54,6 +54,7 @@ class LabelsConfig:
     max_new_tokens: int = 512
     solver: str = ""  # a local solver for the exemplar evaluation ("" = skip it)
     n_shots: int = 2
+    solver_max_new_tokens: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,6 +67,7 @@ class LabelsConfig:
         check_range("temperature", self.temperature, 0.0, 2.0)
         check_range("max_new_tokens", self.max_new_tokens, 1, 1 << 16)
         check_range("n_shots", self.n_shots, 0, 32)
+        check_range("solver_max_new_tokens", self.solver_max_new_tokens, 1, 1 << 16)
 
 
 # ---------------------------------------------------------------------------- pure core
@@ -250,21 +252,43 @@ def pick_skills(model: Any, questions: Sequence[str], skills: Sequence[str], *, 
 
 
 def exemplar_prompts(problems: Sequence[Problem], picked: Sequence[str | None],
-                     repo: dict[str, list[dict]], n_shots: int, seed: int) -> dict[str, list[str]]:
+                     repo: dict[str, list[dict]], n_shots: int, seed: int,
+                     fits: Callable[[str], bool] | None = None) -> tuple[dict[str, list[str]], int]:
     """Prompts with skill exemplars (of the picked skill), random exemplars (from the whole
-    repository) and none; the same seed draws the same exemplars."""
+    repository) and none; the same seed draws the same exemplars. A prompt that does not
+    ``fits`` (the solver's context) loses exemplars from the front until it does; returns the
+    prompts and how many exemplars were dropped so."""
     rng = random.Random(seed)
     pool = [ex for v in repo.values() for ex in v]
     out: dict[str, list[str]] = {"skill": [], "random": [], "none": []}
+    trimmed = 0
+
+    def prompt(q: str, exs: list[dict]) -> str:
+        nonlocal trimmed
+        shots = [(e["question"], e["solution"]) for e in exs]
+        while shots and fits is not None and not fits(P.solver_prompt(q, shots)):
+            shots.pop(0)
+            trimmed += 1
+        return P.solver_prompt(q, shots)
+
     for p, s in zip(problems, picked):
         own = [ex for ex in repo.get(s or "", []) if ex["question"] != p.question]
         rand = [ex for ex in pool if ex["question"] != p.question]
         sk = rng.sample(own, min(n_shots, len(own))) if own else rng.sample(rand, min(n_shots, len(rand)))
         rd = rng.sample(rand, min(n_shots, len(rand)))
-        out["skill"].append(P.solver_prompt(p.question, [(e["question"], e["solution"]) for e in sk]))
-        out["random"].append(P.solver_prompt(p.question, [(e["question"], e["solution"]) for e in rd]))
+        out["skill"].append(prompt(p.question, sk))
+        out["random"].append(prompt(p.question, rd))
         out["none"].append(P.solver_prompt(p.question))
-    return out
+    return out, trimmed
+
+
+def context_fits(solver: Any, room: int = 200) -> Callable[[str], bool] | None:
+    """``prompt -> bool``: the prompt leaves ``room`` tokens in a local solver's context."""
+    tok, model = getattr(solver, "tokenizer", None), getattr(solver, "model", None)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if tok is None or not limit:
+        return None
+    return lambda prompt: len(tok(prompt)["input_ids"]) + room <= int(limit)
 
 
 def exemplar_accuracy(solver: Any, problems: Sequence[Problem], prompts: dict[str, list[str]], *,
@@ -332,12 +356,15 @@ def run_labels(cfg: LabelsConfig, out: str | Path, *, model: Any = None,
             picks_stats = CallStats()
             picked = pick_skills(model, [p.question for p in test], res["coarse"],
                                  seed=cfg.seed + 3, max_retries=cfg.max_retries, stats=picks_stats)
-            prompts = exemplar_prompts(test, picked, res["repository"], cfg.n_shots, cfg.seed)
             if solver is None:
                 from reasonlab.lm.load import load_lm
 
                 solver = load_lm(cfg.solver)
-            results["exemplars"] = exemplar_accuracy(solver, test, prompts)
+            prompts, trimmed = exemplar_prompts(test, picked, res["repository"], cfg.n_shots,
+                                                cfg.seed, fits=context_fits(solver, cfg.solver_max_new_tokens))
+            results["exemplars"] = exemplar_accuracy(solver, test, prompts,
+                                                     max_new_tokens=cfg.solver_max_new_tokens)
+            results["exemplars_trimmed"] = trimmed
             results["stats"]["pick"] = picks_stats.as_dict()
         run.save_results(results)
         return results
