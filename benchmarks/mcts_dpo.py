@@ -91,7 +91,8 @@ def sample_tokens(records) -> int:
     return sum(s["n_tokens"] for r in records for s in r["samples"])
 
 
-def one_seed(seed: int, model: str, out: str, quick: bool, threads: int, sets: list[str]) -> dict:
+def one_seed(seed: int, model: str, out: str, quick: bool, threads: int, sets: list[str],
+             lr: float = 5e-5, epochs: int = 3) -> dict:
     import logging
 
     import torch
@@ -116,7 +117,7 @@ def one_seed(seed: int, model: str, out: str, quick: bool, threads: int, sets: l
     search = MCTSConfig(n_actions=st["n_actions"], root_actions=st["root_actions"],
                         n_iters=st["n_iters"], root_iters_mult=st["root_iters_mult"], max_depth=5,
                         max_step_tokens=80, temperature=0.8)
-    dpo = mcts_dpo_dpo_config(lr=5e-5, epochs=3)
+    dpo = mcts_dpo_dpo_config(lr=lr, epochs=epochs)
     cfg = MCTSDPOConfig(seed=seed, threads=threads, model=str(sft), problems=str(data / "prompts.jsonl"),
                         rounds=st["rounds"], prompts_per_round=st["prompts"], search=search, dpo=dpo)
     mres = run_mcts_dpo(cfg, base / "mcts_dpo", progress=False)
@@ -253,6 +254,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_mcts_dpo")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="override a setting, e.g. --set prompts=4 (rounds, prompts, eval_limit, ...)")
+    ap.add_argument("--lr", type=float, default=5e-5, help="DPO learning rate (MCTS-DPO, instance DPO)")
+    ap.add_argument("--epochs", type=int, default=3, help="DPO epochs per round")
     ap.add_argument("--json-name", default="mcts_dpo", help="result file name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -271,8 +274,8 @@ def main() -> None:
     data = prepare_data(args.model, out)
     st = settings(args.quick, args.sets)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
-        futs = [ex.submit(one_seed, s, args.model, str(out), args.quick, args.threads, args.sets)
-                for s in args.seeds]
+        futs = [ex.submit(one_seed, s, args.model, str(out), args.quick, args.threads, args.sets,
+                           args.lr, args.epochs) for s in args.seeds]
         sft_acc = evaluate(sft, data, out / "eval_sft", st["eval_limit"], 0)
         cost = measure_search_cost(args.model, data, args.cost_prompts, args.threads)
         per_seed = [f.result() for f in futs]
@@ -299,7 +302,8 @@ def main() -> None:
         "search_cost": cost,
         "per_seed": per_seed,
         "settings": {**st, "quick": args.quick, "threads": args.threads, "jobs": args.jobs,
-                     "eval_sets": ["test_k2", "test_k3"], "temperature": 0.8},
+                     "eval_sets": ["test_k2", "test_k3"], "temperature": 0.8,
+                     "dpo_lr": args.lr, "dpo_epochs": args.epochs},
         "metric": "greedy accuracy on held-out SkillMath 2- and 3-skill test problems (pooled); "
                   "paired_diff_ci95: Student-t over seeds of (MCTS-DPO - SFT) on the same problems",
         "wall_minutes": (time.time() - t_start) / 60,
