@@ -63,9 +63,9 @@ class Bench:
         if no_dir is not None and no_dir.exists():
             clear = False
         lost = keep is not None and _snapshot(keep) != before
+        message = lines[0] if lines else (r.stderr.strip().splitlines() or [""])[-1]
         self.rows.append({"case": name, "kind": "error", "exit": r.returncode, "clear": clear,
-                          "work_lost": lost, "message": lines[0][:160] if lines else
-                          (r.stderr.strip().splitlines() or [""])[-1][:160],
+                          "work_lost": lost, "message": message.replace(str(self.work), "WORK")[:160],
                           "seconds": round(time.time() - t, 1)})
 
     def rerun_case(self, name: str, argv: list[str], keep: Path, needle: str) -> None:
@@ -75,7 +75,8 @@ class Bench:
         ok = r.returncode == 0 and needle in r.stderr + r.stdout
         self.rows.append({"case": name, "kind": "rerun", "exit": r.returncode, "clear": ok,
                           "work_lost": _snapshot(keep) != before,
-                          "message": needle if ok else (r.stderr.strip().splitlines() or [""])[-1][:160],
+                          "message": needle if ok else (r.stderr.strip().splitlines() or [""])[-1]
+                          .replace(str(self.work), "WORK")[:160],
                           "seconds": round(time.time() - t, 1)})
 
 
