@@ -10,6 +10,7 @@ from reasonlab.config import load_config
 from reasonlab.data.skillmath import SkillMathConfig
 from reasonlab.llama.scaling import ScalingConfig
 from reasonlab.optim.compare import CompareConfig
+from reasonlab.peft.compare import CompareConfig as BLoRACompareConfig
 from reasonlab.optim.es import MetaTrainConfig
 from reasonlab.posttrain import PosttrainConfig
 from reasonlab.solver import SolverConfig
@@ -17,6 +18,7 @@ from reasonlab.solver import SolverConfig
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CLASS_BY_FILE = {
     "blora_base.yaml": SolverConfig,
+    "blora_compare.yaml": BLoRACompareConfig,
     "optimizer_compare.yaml": CompareConfig,
     "optimizer_full.yaml": MetaTrainConfig,
     "optimizer_quick.yaml": MetaTrainConfig,
