@@ -127,3 +127,33 @@ def test_cli_report_on_a_demo_folder(tmp_path):
     r = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "run directory not found" in r.output
     assert json.loads((folder / "demo.json").read_text())["quick"] is True
+
+
+def test_results_table_puts_each_measured_result_next_to_the_claim(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_all.py"
+    spec = importlib.util.spec_from_file_location("run_all", path)
+    run_all = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(__import__("sys").modules, "run_all", run_all)
+    spec.loader.exec_module(run_all)
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "gcg_probe.json").write_text(json.dumps({
+        "target_forward_ratio": 4.099733, "target_forward_ratio_ci95": [2.2057, 5.9937],
+        "wall_time_ratio": 1.0901, "wall_time_ratio_ci95": [0.64986, 1.5303],
+        "nanogcg_step_time_ratio": 3.92, "date": "2026-12-02"}))
+    (res / "new_thing.json").write_text(json.dumps({"score": 0.123456, "threads": 1}))
+    (res / "herd.json").write_text(json.dumps({"composition_exponent": 0.86}))  # no interval key
+    monkeypatch.setattr(run_all, "RESULTS", res)
+    text = run_all.results_table()
+    rows = [r for r in text.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert rows[0].startswith("| Herd + composition law (MATH²) | composition exponent 0.86; ")
+    assert rows[1] == ("| GCG with probe sampling | 4.1 [2.21, 5.99]× fewer target forwards, wall "
+                       "time 1.09 [0.65, 1.53]×; 3.92× faster per step than nanoGCG | 3.5× "
+                       "speed-up (individual behaviours, Llama-2-7b-chat; arXiv:2403.01251) | "
+                       "plain GCG; nanoGCG | `python benchmarks/gcg_probe.py` | gcg_probe.json | "
+                       "2026-12-02 |")
+    assert rows[2].startswith("| new_thing | score 0.123 | (no claim listed) |")
+    assert run_all.main(["--only", "no_such_bench"]) == 2
