@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo demo-quick test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/reasonlab demo --out runs/demo
+	OMP_NUM_THREADS=1 $(BIN)/reasonlab demo --out runs/demo
+
+demo-quick: setup
+	OMP_NUM_THREADS=1 $(BIN)/reasonlab demo --quick --out runs/demo-quick
 
 test: setup
 	$(BIN)/python -m pytest -n 2
