@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "reasonlab.evals.creativity_cli",
     "reasonlab.evals.ntk_cli",
     "reasonlab.skills.cli",
+    "reasonlab.evals.ptst_cli",
 ]
 
 for _name in COMMAND_MODULES:

@@ -34,6 +34,7 @@ RECIPE_MODULES = [
     "reasonlab.models.solvers",
     "reasonlab.models.aligned_chat",
     "reasonlab.models.herd",
+    "reasonlab.models.guard",
 ]
 
 
