@@ -8,7 +8,7 @@ Per seed (the SkillMath data seed, the oracle's corruption draws and the pipelin
 2. the skill-label pipeline (fine labels, MiniLM clusters of the names named by the model,
    relabelling, majority of ``--votes``) over HTTP against the oracle served by the project's
    server with ``--corruption`` of its replies corrupted: ARI of the final labels against the
-   true skills, retries and drops;
+   true skills, retries and drops; and the same with the model merging the names itself;
 3. MATH² (six stages) against the same oracle: the share of questions that pass validation and
    voting whose final answer is right, with the counts;
 4. a rerun of both pipelines over the same request cache: requests made (should be 0);
@@ -83,6 +83,8 @@ def main() -> None:
             lcfg = LabelsConfig(model=srv.url, n_train=n_train, n_test=n_test, data=data,
                                 merge="embedding", votes=args.votes, seed=seed)
             lab = run_labels(lcfg, out / f"labels_{seed}", embed=embed, solver=solver)
+            lab_llm = run_labels(LabelsConfig(**{**lcfg.__dict__, "merge": "llm", "n_test": 0}),
+                                 out / f"labels_llm_{seed}")
             mcfg = Math2Config(model=srv.url, n_pairs=n_pairs, data=data, seed=seed)
             m2 = run_math2(mcfg, out / f"math2_{seed}")
             queue = list(read_jsonl(out / f"math2_{seed}" / "queue.jsonl"))
@@ -101,6 +103,8 @@ def main() -> None:
             pooled[m][1] += r["n"]
         per_seed.append({"seed": seed, "embedding_cluster_ari": emb_ari,
                          "oracle_label_ari": lab["label_ari"], "labelled": lab["n_labelled"],
+                         "oracle_label_ari_llm_merge": lab_llm["label_ari"],
+                         "coarse_skills": lab["coarse_skills"],
                          "n_train": lab["n_train"], "label_stats": lab["stats"],
                          "math2_answer_precision": prec, "math2_counts": m2["counts"],
                          "corruption_measured": corrupted, "requests_on_rerun": rerun,
@@ -125,6 +129,7 @@ def main() -> None:
     payload = {
         "embedding_cluster_ari": mean("embedding_cluster_ari"),
         "oracle_label_ari": mean("oracle_label_ari"),
+        "oracle_label_ari_llm_merge": mean("oracle_label_ari_llm_merge"),
         "math2_answer_precision": right / nq if nq else 0.0,
         "math2_answer_precision_ci95": list(wilson_interval(right, nq)),
         "math2_questions_passed": nq,
@@ -141,7 +146,8 @@ def main() -> None:
         "note": "against a rule-based oracle with known answers; not a measure of a real LLM",
     }
     rows = [("embedding cluster ARI", f"{payload['embedding_cluster_ari']:.3f}"),
-            ("oracle label ARI", f"{payload['oracle_label_ari']:.3f}"),
+            ("oracle label ARI (MiniLM clusters)", f"{payload['oracle_label_ari']:.3f}"),
+            ("oracle label ARI (model merges)", f"{payload['oracle_label_ari_llm_merge']:.3f}"),
             ("MATH2 answer precision", f"{payload['math2_answer_precision']:.3f} "
              f"[{payload['math2_answer_precision_ci95'][0]:.3f}, {payload['math2_answer_precision_ci95'][1]:.3f}] n={nq}"),
             ("corruption (set / measured)", f"{args.corruption} / {payload['corruption_rate_measured']:.3f}"),
