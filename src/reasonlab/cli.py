@@ -43,6 +43,7 @@ COMMAND_MODULES = [
     "reasonlab.evals.ntk_cli",
     "reasonlab.skills.cli",
     "reasonlab.evals.ptst_cli",
+    "reasonlab.vision.cli",
 ]
 
 for _name in COMMAND_MODULES:
