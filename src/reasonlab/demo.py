@@ -269,6 +269,10 @@ def headline(measured: str, value: Any, interval: list[float] | None, claim: str
             "verdict": verdict, "note": note}
 
 
+def _num(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, (int, float)) else "unknown"
+
+
 def _pick(d: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     return {k: d[k] for k in keys if k in d}
 
@@ -296,7 +300,7 @@ def stage_solver(ctx: StageContext) -> dict[str, Any]:
                                  "a tiny model learns SkillMath skills it has a written form for "
                                  "(design target, no paper number)", "not comparable",
                                  f"recipe {solver_recipe(ctx.quick)}; the chance level (the most "
-                                 f"common answer) is {res.get('chance_1skill')}"),
+                                 f"common answer) is {_num(res.get('chance_1skill'))}"),
             "table": _pick(res, keys), "examples": examples,
             "config": {"recipe": solver_recipe(ctx.quick)}}
 
