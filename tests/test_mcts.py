@@ -322,3 +322,26 @@ def test_shared_prefix_self_evaluation_equals_scoring_each_text(tiny_tokenizer, 
     assert len(tiny_tokenizer("B", add_special_tokens=False)["input_ids"]) == 1
     assert shared == pytest.approx(plain, abs=1e-4)
     assert len(set(round(c, 6) for c in shared)) == 3  # the three texts are judged differently
+
+
+def test_search_through_an_http_model_that_returns_logprobs(tiny_tokenizer):
+    from reasonlab.lm.http import HTTPConfig, HTTPLM
+    from reasonlab.lm.local import LocalLM
+    from reasonlab.reasoning.mcts import self_evaluations
+    from serve_utils import micro_model, running_server
+
+    local = LocalLM(micro_model(tiny_tokenizer), tiny_tokenizer, device="cpu")
+    with running_server(local) as (url, _server):
+        http = HTTPLM(HTTPConfig(base_url=url, model="micro", cache=None))
+        prompt = "Tom has 3 apples.\nA: "
+        partials = ["Step 1: 3 + 4 = 7.\n", "The answer is 7."]
+        cfg = MCTSConfig()
+        assert self_evaluations(http, prompt, partials, cfg) == pytest.approx(
+            self_evaluations(local, prompt, partials, cfg), abs=1e-4)
+        res = search(http, prompt, lambda s: "7" in s,
+                     MCTSConfig(n_actions=2, root_actions=2, n_iters=2, root_iters_mult=1,
+                                max_depth=2, max_step_tokens=4), seed=0)
+        http.close()
+    kids = [n for n in iter_nodes(res.root) if n.depth > 0]
+    assert kids and all(0 < n.self_eval < 1 for n in kids)
+    assert any(n.n_tokens and n.prior < 1 for n in kids)  # priors from the returned log-probs
