@@ -9,7 +9,8 @@ and their agreement; the model before fine-tuning (``base_asr``); whether PTST (
 guard model's accuracy on held-out harmful and benign requests.
 
     python benchmarks/ptst.py --quick     # 3 x 3 templates, 3 seeds: writes results/ptst.json
-    python benchmarks/ptst.py             # all 7 x 7 templates (hours on a loaded 2-core CPU)
+    python benchmarks/ptst.py --quick --all-templates   # 7 x 7 at the quick settings (~30 min)
+    python benchmarks/ptst.py             # 7 x 7, full settings (hours on a loaded 2-core CPU)
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 x 3 templates, small evaluation sets")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--all-templates", action="store_true",
+                    help="with --quick: all 7 x 7 templates at the quick settings")
     ap.add_argument("--out", type=Path, default=None, help="run directory (resumed)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -48,11 +51,12 @@ def main() -> None:
     guard_dir = model_path("guard")
     guard_info = read_json(guard_dir / "guard_model.json")
     t_guard = time.time() - t0
-    templates = QUICK_TEMPLATES if args.quick else list(PTST_TEMPLATES)
+    templates = QUICK_TEMPLATES if args.quick and not args.all_templates else list(PTST_TEMPLATES)
+    name = "ptst_full" if not args.quick else "ptst_all_templates" if args.all_templates else "ptst"
     settings = dict(n_train=400, max_steps=40, batch_size=8, lr=1e-3, seq_len=160,
                     n_harmful=50, n_helpful=50, max_new_tokens=12) if args.quick else {}
     cfg = PTSTConfig(train_templates=templates, test_templates=templates, seeds=args.seeds, **settings)
-    out = args.out or ROOT / "runs" / ("bench_ptst_quick" if args.quick else "bench_ptst")
+    out = args.out or ROOT / "runs" / f"bench_{name}"
     t1 = time.time()
     res = run_ptst(cfg, out)
     t_matrix = time.time() - t1
@@ -77,7 +81,7 @@ def main() -> None:
                                                "asr_guard_per_seed", "task_refusal_per_seed")}
                    for te, c in row.items()} for tr, row in res["matrix"].items()}
     payload = {
-        "quick": args.quick, "threads": args.threads, "seeds": args.seeds,
+        "quick": args.quick, "threads": args.threads, "seeds": args.seeds, "templates": templates,
         "matrix": matrix, "base": res["base"],
         "ptst_asr": res["ptst_asr"], "same_template_safety_asr": res["same_template_safety_asr"],
         "base_asr": res["base_asr"], "verdict": res["verdict"],
@@ -88,7 +92,7 @@ def main() -> None:
         "wall_s": {"guard_build_or_load": round(t_guard, 1), "matrix": round(t_matrix, 1)},
         "note": "timings on a shared, loaded 2-core machine",
     }
-    print("wrote", write_result("ptst" if args.quick else "ptst_full", payload))
+    print("wrote", write_result(name, payload))
 
 
 if __name__ == "__main__":

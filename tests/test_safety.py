@@ -22,6 +22,7 @@ from reasonlab.evals.safety import (
 )
 from reasonlab.lm.base import Generation, LanguageModel
 from reasonlab.models.guard import categorize, guard_examples
+from reasonlab.runs import read_json
 
 
 def test_prefix_asr_and_agreement_by_hand():
@@ -148,25 +149,29 @@ def test_micro_ptst_run_end_to_end_and_resume(tmp_path):
 
     torch.set_num_threads(1)
     cfg = PTSTConfig(model="aligned-chat:micro", guard_model="guard:micro",
-                     train_templates=["chat:vanilla"], test_templates=["chat:vanilla", "chat:llama"],
+                     train_templates=["chat:llama-short"], test_templates=["chat:vanilla", "chat:llama"],
                      seeds=[0], n_train=16, max_steps=2, batch_size=4, n_harmful=3, n_helpful=3,
-                     max_new_tokens=4, seq_len=160)
-    res = run_ptst(cfg, tmp_path / "run")
-    cell = res["matrix"]["chat:vanilla"]["chat:llama"]
+                     max_new_tokens=4, seq_len=64)
+    run = tmp_path / "run"
+    res = run_ptst(cfg, run)
+    cell = res["matrix"]["chat:llama-short"]["chat:llama"]
     assert 0.0 <= cell["asr"] <= 1.0 and cell["asr"] * 3 == round(cell["asr"] * 3)
     assert 0.0 <= cell["asr_guard"] <= 1.0
     assert set(res) >= {"matrix", "ptst_asr", "same_template_safety_asr", "base_asr", "seeds"}
-    assert res["ptst_asr"] == cell["asr"] and res["same_template_safety_asr"] is None
-    files = sorted(p.relative_to(tmp_path / "run").as_posix()
-                   for p in (tmp_path / "run" / "cells").rglob("*.json"))
+    assert res["ptst_asr"] is None and res["base_asr"] == res["base"]["chat:llama"]["asr"]
+    # the examples are longer than seq_len=64: rows grow to hold them, so the completions train
+    sft = read_json(run / "models" / "seed0" / "chat_llama-short" / "results.json")
+    assert sft["train_tokens"] > 0 and sft["train_loss"] > 0
+    files = sorted(p.relative_to(run).as_posix() for p in (run / "cells").rglob("*.json"))
     assert files == ["cells/base/chat_llama.json", "cells/base/chat_vanilla.json",
-                     "cells/seed0/chat_vanilla/chat_llama.json", "cells/seed0/chat_vanilla/chat_vanilla.json"]
-    assert (tmp_path / "run" / "matrix.png").stat().st_size > 0
+                     "cells/seed0/chat_llama-short/chat_llama.json",
+                     "cells/seed0/chat_llama-short/chat_vanilla.json"]
+    assert (run / "matrix.png").stat().st_size > 0
     # resume: a deleted cell is recomputed from the kept model, the others are read back
-    target = tmp_path / "run" / "cells" / "seed0" / "chat_vanilla" / "chat_llama.json"
-    keep = tmp_path / "run" / "cells" / "base" / "chat_vanilla.json"
+    target = run / "cells" / "seed0" / "chat_llama-short" / "chat_llama.json"
+    keep = run / "cells" / "base" / "chat_vanilla.json"
     t_keep = keep.stat().st_mtime_ns
     target.unlink()
-    res2 = run_ptst(cfg, tmp_path / "run")
+    res2 = run_ptst(cfg, run)
     assert target.exists() and keep.stat().st_mtime_ns == t_keep
-    assert res2["matrix"]["chat:vanilla"]["chat:llama"]["asr"] == cell["asr"]
+    assert res2["matrix"]["chat:llama-short"]["chat:llama"]["asr"] == cell["asr"]

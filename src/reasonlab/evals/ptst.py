@@ -55,7 +55,7 @@ class PTSTConfig:
     max_steps: int = 60
     batch_size: int = 16
     lr: float = 1e-3
-    seq_len: int = 192
+    seq_len: int = 192  # rows of at least this many tokens; longer when an example needs it
     n_harmful: int = 130  # held-out AdvBench behaviours (never seen by the aligned chat model)
     n_helpful: int = 100  # task test questions
     max_new_tokens: int = 24
@@ -261,8 +261,16 @@ def _fine_tune(cfg: PTSTConfig, base_dir: Path, template: str, pairs: list[tuple
     tok = load_tokenizer(base_dir)
     fmt = tok if cfg.chat_format == "model" else cfg.chat_format
     data = [(render(template, q, fmt), a) for q, a in pairs]
+    # rows hold whole examples: seq_len grows to the longest one (chat:llama's system prompt alone
+    # is ~250 tokens for a tiny BPE), or the completions would be cut off and never trained on
+    longest = max(len(tok(p + a, add_special_tokens=False)["input_ids"]) + 2 for p, a in data)
+    seq_len = max(cfg.seq_len, longest)
+    limit = int(read_json(Path(base_dir) / "config.json").get("max_position_embeddings", seq_len))
+    if seq_len > limit:
+        raise ValueError(f"template {template!r}: examples of {seq_len} tokens exceed the model's "
+                         f"context of {limit}")
     # the weights and shape come from init_from; the preset name is only validated
-    sft_cfg = SFTConfig(preset="tiny-1m", init_from=str(base_dir), seq_len=cfg.seq_len,
+    sft_cfg = SFTConfig(preset="tiny-1m", init_from=str(base_dir), seq_len=seq_len,
                         batch_size=cfg.batch_size, max_steps=cfg.max_steps, lr=cfg.lr,
                         warmup_steps=min(10, cfg.max_steps // 5), eval_every=10 ** 6,
                         checkpoint_every=max(20, cfg.max_steps // 2), log_every=max(1, cfg.max_steps // 4),
