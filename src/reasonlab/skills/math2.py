@@ -36,7 +36,7 @@ from reasonlab.skills.labels import _stage, majority, open_model, read_repositor
 class Math2Config:
     """The MATH² pipeline: model, skills, votes."""
 
-    model: str = ""  # load_lm spec (http://host:port/v1#name, a model folder, a recipe name)
+    model: str = ""  # http://host:port/v1#name, a model folder, a recipe name, or oracle[:corruption]
     cache: str = "auto"  # request cache for endpoints ("auto": the run's requests.sqlite; "" none)
     repository: str = ""  # a skill exemplar repository (repository.jsonl of a labels run); "" = SkillMath skills
     data: dict[str, Any] = field(default_factory=dict)  # SkillMathConfig overrides (default: herd mix)
@@ -260,7 +260,7 @@ def run_math2(cfg: Math2Config, out: str | Path, *, model: Any = None) -> dict[s
 
     run = Run(out, cfg, cfg.seed, name="math2")
     own = model is None
-    model = model or open_model(cfg.model, cfg.cache, run.dir)
+    model = model or open_model(cfg.model, cfg.cache, run.dir, cfg.data)
     try:
         res = math2_pipeline(model, skill_exemplars(cfg), run.dir, cfg=cfg)
         results = {"counts": res["counts"], "stats": res["stats"],
