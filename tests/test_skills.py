@@ -200,7 +200,7 @@ def test_math2_killed_mid_stage_resumes_without_repeating_finished_calls(served,
     child = subprocess.Popen([sys.executable, "-c", _CHILD.format(data=DATA), s.url,
                               str(tmp_path / "killed"), str(cache)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline and child.poll() is None:
         if cache.exists():
             try:
