@@ -16,7 +16,9 @@ skills         metacognitive skill labels and MATH² questions against the Skill
 blora          Bayesian-LoRA vs PEFT LoRA (arXiv:2406.13046)
 optimizer      the learned optimizer (L3RS) vs tuned Adam (arXiv:2408.09310)
 gcg            GCG with and without probe sampling (arXiv:2307.15043, arXiv:2403.01251)
+ptst           PTST: the train × test prompt-template matrix of ASR (arXiv:2402.18540)
 creativity     statistical creativity, conditional vs marginal training (arXiv:2401.01623)
+vision         the compositional image adapter on the frozen solver (arXiv:2407.21783 §7)
 =============  ==============================================================================
 
 Every stage is a run directory ``OUT/<stage>`` (:class:`reasonlab.runs.Run`): its config.json
@@ -478,7 +480,7 @@ def stage_blora(ctx: StageContext) -> dict[str, Any]:
 
     q = ctx.quick
     cfg = CompareConfig(model=str(ctx.solver()), methods=["lora", "blora"], seeds=[0],
-                        steps=10 if q else 60, eval_limit=30 if q else 100, threads=1)
+                        steps=10 if q else 300, eval_limit=30 if q else 100, threads=1)
     res = run_compare(cfg, ctx.run_dir, progress=True)
     red = res.get("relative_bops_reduction")
     return {"headline": headline("B-LoRA's adapter bit operations saved vs LoRA r=8", red,
@@ -505,7 +507,7 @@ def stage_optimizer(ctx: StageContext) -> dict[str, Any]:
     meta = from_dict(MetaTrainConfig, {
         "env": _tiny_env(q),
         "l3rs": {"directions": ["sgd", "momentum", "adam", "sign"], "base_lr": 0.01},
-        "es": {"steps": 3 if q else 12, "pairs": 2, "horizon": horizon, "workers": 1,
+        "es": {"steps": 3 if q else 30, "pairs": 2 if q else 4, "horizon": horizon, "workers": 1,
                "train_seeds": [0, 1]}})
     meta_train(meta, ctx.dir / "meta", progress=True)
     cmp = from_dict(CompareConfig, {
@@ -591,6 +593,60 @@ def _creativity_gap(rows: list[dict[str, Any]]) -> float | None:
     return m - c if isinstance(c, (int, float)) and isinstance(m, (int, float)) else None
 
 
+def stage_ptst(ctx: StageContext) -> dict[str, Any]:
+    from reasonlab.evals.ptst import PTSTConfig, run_ptst
+
+    q = ctx.quick
+    cfg = PTSTConfig(model="aligned-chat:micro" if q else "aligned-chat",
+                     train_templates=["chat:vanilla", "chat:llama"],
+                     test_templates=["chat:vanilla", "chat:llama"], seeds=[0],
+                     n_train=32 if q else 200, max_steps=4 if q else 40, batch_size=8,
+                     n_harmful=6 if q else 40, n_helpful=6 if q else 40, max_new_tokens=16,
+                     judges=["prefix"])
+    res = run_ptst(cfg, ctx.run_dir)
+    ptst, same = res.get("ptst_asr"), res.get("same_template_safety_asr")
+    diff = None if ptst is None or same is None else ptst - same
+    table = {"ptst_asr (train vanilla, test llama)": ptst,
+             "same_template_asr (train llama, test llama)": same, "base_asr": res.get("base_asr")}
+    for tr, row in (res.get("matrix") or {}).items():
+        for te, c in row.items():
+            if isinstance(c, dict):
+                table[f"train {tr} / test {te}: ASR"] = c.get("asr")
+                table[f"train {tr} / test {te}: helpfulness"] = c.get("helpfulness")
+    return {"headline": headline("ASR, PTST minus training and testing with the safety prompt",
+                                 diff, None, "PTST keeps ASR lowest at equal helpfulness "
+                                 "(arXiv:2402.18540, Table 1)", "not comparable" if diff is None
+                                 else ("agree" if diff <= 0 else "differs"),
+                                 f"{cfg.n_harmful} held-out AdvBench requests, one seed, "
+                                 "refusal-prefix judge"),
+            "table": table, "config": dataclasses.asdict(cfg)}
+
+
+def stage_vision(ctx: StageContext) -> dict[str, Any]:
+    from reasonlab.config import from_dict
+    from reasonlab.vision.runner import MultimodalConfig, run_multimodal
+
+    q = ctx.quick
+    cfg = from_dict(MultimodalConfig, {
+        "solver": str(ctx.solver()), "eval_limit": 20 if q else 100,
+        "data": {"n_train": 300 if q else 2000, "n_test": 40 if q else 200},
+        "encoder": {"steps": 40 if q else 300}, "adapter": {"steps": 20 if q else 200}})
+    res = run_multimodal(cfg, ctx.run_dir, progress=True)
+    diff = res.get("text_logit_max_abs_diff")
+    return {"headline": headline("text-only logits, adapted model vs the frozen solver "
+                                 "(max |difference|)", diff, None,
+                                 "the compositional image adapter leaves text-only behaviour "
+                                 "unchanged (Llama 3 §7)", "not comparable" if diff is None
+                                 else ("agree" if diff < 1e-4 else "differs"),
+                                 f"with image {_num(res.get('visual_accuracy'))}, as text "
+                                 f"{_num(res.get('text_ceiling_accuracy'))}, no image "
+                                 f"{_num(res.get('no_image_accuracy'))}"),
+            "table": _pick(res, ["visual_accuracy", "visual_operand_read", "text_ceiling_accuracy",
+                                 "text_operand_read", "no_image_accuracy", "no_image_operand_read",
+                                 "text_logit_max_abs_diff", "n"]),
+            "config": dataclasses.asdict(cfg)}
+
+
 STAGES: list[Stage] = [
     Stage("solver", "SkillMath solver (model cache)", "reasonlab.models.herd", stage_solver),
     Stage("composition", "Composition law (MATH²)", "reasonlab.evals.composition", stage_composition),
@@ -603,12 +659,14 @@ STAGES: list[Stage] = [
     Stage("optimizer", "Learned optimizer (L3RS) vs Adam", "reasonlab.optim.compare",
           stage_optimizer),
     Stage("gcg", "GCG with and without probe sampling", "reasonlab.attacks.runner", stage_gcg),
+    Stage("ptst", "PTST (prompt templates and safety)", "reasonlab.evals.ptst", stage_ptst),
     Stage("creativity", "Statistical creativity", "reasonlab.evals.creativity_runner",
           stage_creativity),
+    Stage("vision", "Compositional image adapter", "reasonlab.vision.runner", stage_vision),
 ]
 STAGES = [dataclasses.replace(s, settings=(lambda quick, _n=s.name: {"solver": solver_recipe(quick)}
                                            if _n in ("solver", "posttrain", "mcts_dpo", "ntkeval",
-                                                     "blora") else {}))
+                                                     "blora", "vision") else {}))
           for s in STAGES]
 
 
