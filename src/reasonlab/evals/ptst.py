@@ -347,7 +347,7 @@ def plot_matrix(res: dict[str, Any], path: Path) -> list[Path]:
 
     plt = pyplot()
     trains, tests = res["train_templates"], res["test_templates"]
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(tests) * 2, 1.5 + 0.6 * len(trains)))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (2.8 + 0.7 * len(tests)), 2.2 + 0.6 * len(trains)))
     for ax, key, cmap in zip(axes, ("helpfulness", "asr"), ("Greens", "Reds")):
         grid = [[res["matrix"].get(tr, {}).get(te, {}).get(key, float("nan")) for te in tests]
                 for tr in trains]
