@@ -38,7 +38,7 @@ class AdapterConfig:
     cross_attention_every: int = 4  # a cross-attention block before every 4th self-attention layer
     train_encoder: bool = False  # the paper also updates the image encoder; off: cheaper
     steps: int = 300
-    batch_size: int = 32
+    batch_size: int = 16
     lr: float = 2e-3
     seed: int = 0
 

@@ -3,7 +3,7 @@
 The encoder is ``transformers``' ``MllamaVisionModel`` (the Llama 3.2 Vision image encoder:
 patch embedding, gated tile and position embeddings, a local and a gated global transformer,
 intermediate layers concatenated to the output), at toy size: one 1x1 tile of 16x16 pixels,
-8x8 patches. It is trained with a classification objective, the tens and the units digit of the
+4x4 patches. It is trained with a classification objective, the tens and the units digit of the
 number from the class-token output (two linear heads kept in ``heads.safetensors`` next to the
 HF model folder), on numbers rendered from the training part of ``load_digits``.
 
@@ -30,13 +30,13 @@ HEADS_FILE = "heads.safetensors"
 @dataclass
 class EncoderConfig:
     image_size: int = 16  # canvas side; holds two 8x8 digits side by side
-    patch_size: int = 8
+    patch_size: int = 4
     hidden_size: int = 64
     num_hidden_layers: int = 2
     num_global_layers: int = 1
     attention_heads: int = 4
     intermediate_size: int = 128
-    steps: int = 300
+    steps: int = 400
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
