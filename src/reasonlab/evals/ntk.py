@@ -63,7 +63,7 @@ STOPS = ["\nQ:", "\n\n"]
 class NTKConfig:
     """What to learn, how, and how to measure it."""
 
-    model: str = "herd-xs"  # a model folder or a model cache recipe name
+    model: str = "herd-m"  # a model folder or a model cache recipe name (NAME or NAME:micro)
     dataset: str = "skillmath"  # skillmath (skills x wordings) or math (skills = subjects)
     skills: list[str] = field(default_factory=lambda: ["add", "sub", "mul", "cmp"])
     wordings: list[int] = field(default_factory=lambda: [0, 1])  # SkillMath templates
@@ -601,11 +601,15 @@ def measure_run(cfg: NTKConfig, out_dir: str | Path, lm=None, *, progress: bool 
 
     run = Run(out_dir, cfg, cfg.seed, name="ntkeval")
     if lm is None:
-        from reasonlab.lm.load import load_lm
+        from reasonlab.lm.load import is_http_spec
+        from reasonlab.lm.local import LocalLM
+        from reasonlab.models.cache import resolve_model
 
-        lm = load_lm(cfg.model, batch_size=cfg.batch_size)
-    if not hasattr(lm, "model"):
-        raise ValueError("NTKEval needs a local model (a folder or a model name), not an endpoint")
+        if is_http_spec(cfg.model):
+            raise ValueError("NTKEval needs a local model (a folder or a model name), not an "
+                             f"endpoint: {cfg.model}")
+        lm = LocalLM.from_pretrained(resolve_model(cfg.model), device="cpu",
+                                     batch_size=cfg.batch_size)
     conditions = load_conditions(cfg, cfg.seed)
     path = run.path("measures.jsonl")
     done: dict[str, Any] = {}
