@@ -131,6 +131,12 @@ ENTRIES: list[Entry] = [
     Entry("creativity", "creativity", "Statistical creativity",
           _creativity, "conditional training stays within the E₀ bound (arXiv:2401.01623)",
           "marginal training of the same model", "python benchmarks/creativity.py --quick"),
+    Entry("demo", "demo", "The end-to-end demo (`reasonlab demo`)",
+          lambda d: f"--quick {n(d.get('quick_minutes'))} min, full {n(d.get('full_minutes'))} min "
+                    f"(loaded machine, model cache built); "
+                    f"{len(d.get('methods_in_report', []))} methods in the report",
+          "issue target: full within 30 min, --quick within 10, on 2 idle cores",
+          "—", "reasonlab demo --quick; reasonlab demo"),
     Entry("answers", "answers", "Answer grading",
           lambda d: f"property cases {n(d.get('property_pass_rate'))} (math-verify "
                     f"{n(d.get('math_verify_pass_rate'))}), rewritten solutions "
