@@ -86,6 +86,17 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+    _accept_recipe_names()
+
+
+def _accept_recipe_names() -> None:
+    """Every command that loads a model through ``reasonlab.lm.load`` also takes a model-cache
+    recipe name (``herd-m``, ``solver-addsub:micro``): the core stays free of the cache, the
+    command line wires it in."""
+    from reasonlab.lm.load import register_resolver
+    from reasonlab.models.cache import resolve_model
+
+    register_resolver(resolve_model)
 
 
 @app.command("show-config")
