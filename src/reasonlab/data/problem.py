@@ -1,9 +1,10 @@
-"""The one problem record shared by SkillMath and the public data sets."""
+"""The one problem record shared by SkillMath and the public data sets, and its JSONL files."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -46,3 +47,35 @@ class Problem:
             raise ValueError(f"problem record lacks key(s) {missing}: {str(d)[:120]}")
         kw["answer"] = str(kw["answer"])
         return cls(**kw)
+
+
+def write_splits(splits: dict[str, list[Problem]], out: str | Path) -> list[Path]:
+    """Write problems as JSONL: ``out`` ending in .jsonl gets every split (with a ``split`` key);
+    otherwise ``out`` is a folder with one ``{split}.jsonl`` per split. Atomic, byte-stable."""
+    from reasonlab.runs import write_jsonl
+
+    out = Path(out)
+    if out.suffix == ".jsonl":
+        recs = [{"split": s, **p.to_dict()} for s, ps in splits.items() for p in ps]
+        write_jsonl(out, recs)
+        return [out]
+    paths = []
+    for s, ps in splits.items():
+        write_jsonl(out / f"{s}.jsonl", [p.to_dict() for p in ps])
+        paths.append(out / f"{s}.jsonl")
+    return paths
+
+
+def read_problems(path: str | Path, split: str | None = None) -> list[Problem]:
+    """Read problem JSONL (a split file, or the single file filtered by ``split``)."""
+    from reasonlab.runs import read_jsonl
+
+    out = []
+    for i, rec in enumerate(read_jsonl(path), 1):
+        if split is not None and rec.get("split", split) != split:
+            continue
+        try:
+            out.append(Problem.from_dict(rec))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} record {i}: {e}") from None
+    return out

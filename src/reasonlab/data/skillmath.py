@@ -35,12 +35,12 @@ import dataclasses
 import random
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from reasonlab.config import ConfigError, check_choice, check_range
-from reasonlab.data.problem import Problem
+from reasonlab.data.problem import Problem, read_problems, write_splits  # noqa: F401 (re-exported)
 from reasonlab.data.skillmath_wordings import FILLS, WORDINGS
+from reasonlab.data.written_work import column_line, column_work, div_work, mul_work  # noqa: F401
 
 PROMPT_TEMPLATE = "Q: {question}\nA: "
 SOLUTION_STYLES = ("plain", "columns", "columns_all")
@@ -411,81 +411,6 @@ def _render_steps(steps: list[Args], variant: int) -> str:
     return " ".join(parts)
 
 
-def column_work(op: str, x: int, b: int) -> str:
-    """Column-by-column work for ``x + b`` or ``x - b`` (x >= b), ones column first.
-
-    A column shows its two digits and the carry (``+ 1``) or borrow (``- 1``) it takes from the
-    column before; a subtraction column that borrows shows its top digit plus ten::
-
-        column_work("+", 47, 38) == "7 + 8 = 15, 4 + 3 + 1 = 8"
-        column_work("-", 85, 38) == "15 - 8 = 7, 8 - 3 - 1 = 4"
-
-    Written-out carries make every digit of the result a local, one-digit fact, which is what
-    lets a tiny model learn multi-digit arithmetic quickly (the "scratchpad" of Nye et al. 2021,
-    arXiv:2112.00114; Lee et al. 2023, arXiv:2307.03381).
-    """
-    if op not in ("+", "-") or min(x, b) < 0 or (op == "-" and x < b):
-        raise ValueError(f"column_work: need x + b or x - b with 0 <= b <= x, got {x} {op} {b}")
-    xs, bs = str(x)[::-1], str(b)[::-1]
-    cols, carry = [], 0
-    for i in range(max(len(xs), len(bs))):
-        dx, db = int(xs[i]) if i < len(xs) else 0, int(bs[i]) if i < len(bs) else 0
-        tail = f" {op} 1" if carry else ""
-        if op == "+":
-            cols.append(f"{dx} + {db}{tail} = {dx + db + carry}")
-            carry = (dx + db + carry) // 10
-        else:
-            top = dx + 10 if dx - carry < db else dx
-            cols.append(f"{top} - {db}{tail} = {top - db - carry}")
-            carry = int(top > dx)
-    return ", ".join(cols)
-
-
-def column_line(op: str, x: int, b: int) -> str:
-    """A column-style solution line: ``47 + 38: 7 + 8 = 15, 4 + 3 + 1 = 8, so 85``."""
-    work = column_work(op, x, b)
-    return f"{x} {op} {b}: {work}, so {x + b if op == '+' else x - b}"
-
-
-def mul_work(x: int, b: int) -> str:
-    """Digit-by-digit work for ``x * b`` with one-digit ``b``, ones digit first, carry added::
-
-        mul_work(47, 6) == "7 * 6 = 42, 4 * 6 + 4 = 28"
-    """
-    if not (0 <= b <= 9) or x < 0:
-        raise ValueError(f"mul_work: need x >= 0 and a one-digit b, got {x} * {b}")
-    cols, carry = [], 0
-    for d in str(x)[::-1]:
-        v = int(d) * b + carry
-        cols.append(f"{d} * {b}" + (f" + {carry}" if carry else "") + f" = {v}")
-        carry = v // 10
-    return ", ".join(cols)
-
-
-def div_work(x: int, b: int) -> str:
-    """Long division of ``x`` by a one-digit ``b``, one quotient digit per step::
-
-        div_work(282, 6) == "28 / 6 = 4 r 4, 42 / 6 = 7 r 0"
-
-    The first step takes the shortest leading part of ``x`` that is at least ``b`` (or all of
-    it); each next step brings down one digit after the remainder.
-    """
-    if not (1 <= b <= 9) or x < 0:
-        raise ValueError(f"div_work: need x >= 0 and a one-digit b >= 1, got {x} / {b}")
-    digits = str(x)
-    i = 1
-    while i < len(digits) and int(digits[:i]) < b:
-        i += 1
-    cur, steps = int(digits[:i]), []
-    while True:
-        steps.append(f"{cur} / {b} = {cur // b} r {cur % b}")
-        if i >= len(digits):
-            break
-        cur = (cur % b) * 10 + int(digits[i])
-        i += 1
-    return ", ".join(steps)
-
-
 _COLUMN_OPS = {"add": "+", "sub": "-"}
 _MUL_ARG = {"mul": "b", "rate": "t", "area": "w"}
 
@@ -693,39 +618,3 @@ def pretraining_texts(problems: Iterable[Problem]) -> Iterator[str]:
     """Plain documents ``Q: {question}\\nA: {solution}`` for a pretraining corpus."""
     for p in problems:
         yield format_prompt(p.question) + p.solution
-
-
-# --------------------------------------------------------------------------- files
-
-
-def write_splits(splits: dict[str, list[Problem]], out: str | Path) -> list[Path]:
-    """Write JSONL: ``out`` ending in .jsonl gets every split (with a ``split`` key);
-    otherwise ``out`` is a folder with one ``{split}.jsonl`` per split. Atomic, byte-stable."""
-    from reasonlab.runs import write_jsonl
-
-    out = Path(out)
-    if out.suffix == ".jsonl":
-        recs = [{"split": s, **p.to_dict()} for s, ps in splits.items() for p in ps]
-        write_jsonl(out, recs)
-        return [out]
-    paths = []
-    for s, ps in splits.items():
-        write_jsonl(out / f"{s}.jsonl", [p.to_dict() for p in ps])
-        paths.append(out / f"{s}.jsonl")
-    return paths
-
-
-def read_problems(path: str | Path, split: str | None = None) -> list[Problem]:
-    """Read SkillMath JSONL (a split file, or the single file filtered by ``split``)."""
-    from reasonlab.runs import read_jsonl
-
-    out = []
-    for i, rec in enumerate(read_jsonl(path), 1):
-        if split is not None and rec.get("split", split) != split:
-            continue
-        try:
-            out.append(Problem.from_dict(rec))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path} record {i}: {e}") from None
-    return out
-
