@@ -94,9 +94,20 @@ def _accept_recipe_names() -> None:
     recipe name (``herd-m``, ``solver-addsub:micro``): the core stays free of the cache, the
     command line wires it in."""
     from reasonlab.lm.load import register_resolver
-    from reasonlab.models.cache import resolve_model
 
-    register_resolver(resolve_model)
+    register_resolver(_recipe_folder)
+
+
+def _recipe_folder(spec: str) -> "Path | None":
+    """The cache's folder for a recipe name (built on first use); None for any other spec, so
+    the next resolver, or the loader's own error, gets its turn."""
+    from reasonlab.models.cache import model_path
+    from reasonlab.models.recipes import recipe_names
+
+    name, _, variant = spec.partition(":")
+    if name not in recipe_names() or variant not in ("", "micro"):
+        return None
+    return model_path(name, micro=variant == "micro")
 
 
 @app.command("show-config")

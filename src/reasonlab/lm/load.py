@@ -44,7 +44,8 @@ def resolve_folder(spec: str | Path) -> Path:
         if found is not None:
             return Path(found)
     raise FileNotFoundError(f"model '{spec}' is not a model folder, an http(s) URL like "
-                            "http://127.0.0.1:8000/v1#name, or a known model name")
+                            "http://127.0.0.1:8000/v1#name, or a known model name "
+                            "(`reasonlab models list` shows the model-cache recipes)")
 
 
 def load_lm(spec: str | Path, *, device: str | None = "cpu", batch_size: int = 16,
