@@ -41,3 +41,16 @@ def test_torchrun_two_processes_match_single_process(workdir, mode):
         torch.testing.assert_close(dist[k], single[k], rtol=1e-4, atol=2e-5, msg=k)
     res = json.loads((workdir / mode / "results.json").read_text())
     assert res["steps"] == 4 and res["n_params"] == json.loads((workdir / "single" / "results.json").read_text())["n_params"]
+
+
+def test_fsdp2_on_one_device_under_torchrun_matches_single_process(workdir):
+    """FSDP2 asked for explicitly with one process (the GPU check's one-device case) shards and
+    still reaches the single-process weights."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+           "-m", "reasonlab.cli", "pretrain", "--out", "fsdp1", *ARGS, "--set", "train.distributed=fsdp"]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = load_file(str(workdir / "single" / "model" / "model.safetensors"))
+    one = load_file(str(workdir / "fsdp1" / "model" / "model.safetensors"))
+    for k in single:
+        torch.testing.assert_close(one[k], single[k], rtol=1e-4, atol=2e-5, msg=k)

@@ -40,7 +40,9 @@ def init_distributed(mode: str, device_pref: str) -> tuple[DistInfo, torch.devic
     from reasonlab.device import pick_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or mode == "none":
+    # One process runs unwrapped, except FSDP2 asked for explicitly under torchrun (one device).
+    one_device_fsdp = world == 1 and mode == "fsdp" and "RANK" in os.environ
+    if mode == "none" or (world <= 1 and not one_device_fsdp):
         return DistInfo("none"), pick_device(device_pref)
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -89,6 +89,8 @@ def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Documen
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_params_non_embedding": count_non_embedding(model),
         "n_train_sequences": len(train),
+        "model_flops_per_s": out.get("model_flops_per_s"),
+        "mfu": out.get("mfu"),
         "model_dir": "model",
     }
     if val is not None:

@@ -186,7 +186,7 @@ def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
                 max_steps=steps, lr=cfg.lr, warmup_steps=max(1, int(cfg.warmup_frac * steps)),
                 min_lr_ratio=cfg.min_lr_ratio, eval_every=steps, eval_batches=cfg.eval_batches,
                 checkpoint_every=steps, keep_checkpoints=1, log_every=max(1, steps // 10),
-                seed=cfg.seed, device=cfg.device, distributed="none")
+                seed=cfg.seed, device=cfg.device, distributed="none", threads=cfg.threads)
             ts = time.time()
             res = pretrain(pcfg, tokenizer, train_texts, val_texts, sub)
             res["wall_s"] = round(time.time() - ts, 2)

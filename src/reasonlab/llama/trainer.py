@@ -3,6 +3,12 @@
 AdamW, linear warmup + cosine decay, gradient clipping, a batch-size ramp by tokens seen (gradient
 accumulation over micro-batches), packed sequences with document masking, periodic evaluation,
 safetensors checkpoints that resume exactly, and DDP / FSDP2 under ``torchrun``.
+
+Model FLOPs utilization (MFU) follows PaLM (arXiv:2204.02311, appendix B) and torchtitan's
+``get_num_flop_per_token``: per trained token ``6N + 12·L·H·Q·T`` with N the parameters that take
+part in matmuls (all but the input embedding table), L layers, H heads, Q head dim, T the sequence
+length; its rate is divided by a matmul peak measured on the same device, at the same thread count
+and dtype, in the same process (:func:`matmul_peak_flops`).
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class TrainConfig:
     log_every: int = 10
     device: str = "auto"
     distributed: str = "auto"
+    threads: int = 1  # torch CPU threads for the run (0 = torch's default); one is fastest on a busy machine
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +100,7 @@ class TrainConfig:
         check_range("checkpoint_every", self.checkpoint_every, 1)
         check_range("keep_checkpoints", self.keep_checkpoints, 1)
         check_range("log_every", self.log_every, 1)
+        check_range("threads", self.threads, 0, 1024)
         check_choice("distributed", self.distributed, D.MODES)
         for i, r in enumerate(self.batch_ramp):
             if len(r) != 2 or r[0] < 0 or r[1] < 1:
@@ -169,6 +177,60 @@ def evaluate(model: torch.nn.Module, data: PackedSequences, device: torch.device
     return (total / count.clamp(min=1)).item()
 
 
+def model_flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """Training FLOPs per token, ``6N + 12·L·H·Q·T`` (forward + backward; PaLM appendix B).
+
+    N counts every parameter except the input embedding table (a lookup, not a matmul); the
+    attention term counts the score and value matmuls over the full ``seq_len`` window."""
+    n = sum(p.numel() for p in model.parameters())
+    emb = getattr(model, "get_input_embeddings", lambda: None)()
+    if emb is not None and getattr(emb, "weight", None) is not None:
+        out = getattr(model, "get_output_embeddings", lambda: None)()
+        tied = out is not None and out.weight is emb.weight
+        if not tied:
+            n -= emb.weight.numel()
+    config = getattr(model, "config", None)
+    attn = 0.0
+    if config is not None and hasattr(config, "num_hidden_layers"):
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        attn = 12.0 * config.num_hidden_layers * heads * head_dim * seq_len
+    return 6.0 * n + attn
+
+
+_PEAKS: dict[tuple, float] = {}
+
+
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype | None = None, *, size: int | None = None,
+                      reps: int = 5, min_seconds: float = 0.2, fresh: bool = False) -> float:
+    """The best FLOP/s of a square matmul on ``device`` at the current thread count: at least
+    ``reps`` timed products and ``min_seconds`` of them, after a warm-up. Cached per process
+    (device, dtype, threads, size); ``fresh`` measures again and keeps the higher figure (a busy
+    machine only ever lowers a measurement)."""
+    device = torch.device(device)
+    if dtype is None:
+        from reasonlab.device import supports_bf16
+
+        dtype = torch.bfloat16 if supports_bf16(device) else torch.float32
+    n = size or (8192 if device.type == "cuda" else 1024)
+    key = (str(device), dtype, torch.get_num_threads(), n)
+    if fresh or key not in _PEAKS:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        torch.mm(a, b)  # warm-up
+        best, spent, i = float("inf"), 0.0, 0
+        while i < reps or spent < min_seconds:
+            sync()
+            t = time.perf_counter()
+            torch.mm(a, b)
+            sync()
+            dt = time.perf_counter() - t
+            best, spent, i = min(best, dt), spent + dt, i + 1
+        _PEAKS[key] = max(_PEAKS.get(key, 0.0), 2.0 * n ** 3 / max(best, 1e-12))
+    return _PEAKS[key]
+
+
 class Trainer:
     """Trains ``model`` on packed sequences into the run directory ``run``."""
 
@@ -190,6 +252,8 @@ class Trainer:
             lr=cfg.peak_lr(), betas=(cfg.beta1, cfg.beta2), foreach=True)
         self.state = TrainState()
         self.ckpt_root = run.checkpoint_dir if run is not None else None
+        self.flops_per_token = model_flops_per_token(self.raw_model, cfg.seq_len)
+        self.peak_flops: float | None = None
 
     # -- checkpoints ---------------------------------------------------------------------------
     def latest_checkpoint(self) -> Path | None:
@@ -278,7 +342,16 @@ class Trainer:
         return {"loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm), "batch_size": batch_size}
 
     def fit(self) -> dict[str, float]:
+        """Train to ``max_steps`` (resuming from the latest checkpoint) with ``cfg.threads`` threads."""
+        from reasonlab.device import torch_threads
+
+        with torch_threads(self.cfg.threads):
+            return self._fit()
+
+    def _fit(self) -> dict[str, float]:
         cfg, info = self.cfg, self.info
+        if self.peak_flops is None:
+            self.peak_flops = matmul_peak_flops(self.device)
         ckpt = self.latest_checkpoint()
         if ckpt is not None:
             self.load_checkpoint(ckpt)
@@ -297,6 +370,10 @@ class Trainer:
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 dt = max(time.time() - t0, 1e-9)
                 last["tokens_per_s"] = (self.state.tokens_seen - tok0) / dt
+                if step == cfg.max_steps:  # the peak once more, after the run (load varies)
+                    self.peak_flops = matmul_peak_flops(self.device, fresh=True)
+                last["model_flops_per_s"] = last["tokens_per_s"] * self.flops_per_token
+                last["mfu"] = last["model_flops_per_s"] / (self.peak_flops * info.world_size)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{last['lr']:.2e}")
                 if self.run is not None and info.is_main:
                     self.run.log(step=step, tokens_seen=self.state.tokens_seen, **last)
