@@ -158,8 +158,9 @@ def main() -> None:
     if args.mfu_only:
         path = RESULTS / f"{args.result_name}.json"
         old = json.loads(path.read_text()) if path.exists() else {}
-        if "machine" in old:  # the overhead figures kept from their own run, with its machine and date
-            old["overhead_measured_on"] = {"machine": old.pop("machine"), "date": old.pop("date", None)}
+        machine_then = {"machine": old.pop("machine", None), "date": old.pop("date", None)}
+        if "overhead_measured_on" not in old and machine_then["machine"]:
+            old["overhead_measured_on"] = machine_then  # the overhead figures' own machine and date
         print(f"wrote {write_result(args.result_name, {**old, **mfu_keys, 'mfu_threads': args.threads})}")
         return
     tokens = steps * cfg.batch_size * cfg.seq_len
