@@ -58,6 +58,12 @@ class Entry:
     command: str = ""
 
 
+def _mean_ci(d: dict, key: str) -> str:
+    """A ``{"mean", "ci95"}`` entry as ``x [a, b]``."""
+    v = d.get(key) or {}
+    return fmt_with_interval(v.get("mean"), v.get("ci95"))
+
+
 def _creativity(d: dict) -> str:
     k, diff = _largest(d["marginal_minus_conditional"]["heldout"])
     return (f"E₀ (KL) marginal − conditional at n={k}: "
@@ -160,6 +166,30 @@ ENTRIES: list[Entry] = [
           lambda d: f"exponent α {n(d.get('alpha'))}, R² {n(d.get('r2'))}",
           "Llama 3 IsoFLOP fit (arXiv:2407.21783 §3.2.1)", "its own IsoFLOP minima",
           "python benchmarks/scaling.py --quick"),
+    Entry("ptst_all_templates", "ptst", "PTST, all seven templates (7 × 7)", lambda d: _generic(d),
+          "fine-tune without a safety prompt, test with one (arXiv:2402.18540)",
+          "the train × test template matrix", "python benchmarks/ptst.py --quick --all-templates"),
+    Entry("mcts_dpo_lr2e-4", "mcts_dpo", "MCTS-DPO, stronger update (lr 2e-4, 4 epochs)",
+          lambda d: f"multi-skill accuracy SFT {n(d.get('sft_accuracy_multiskill'))} → MCTS-DPO "
+                    f"{n(d.get('mcts_dpo_accuracy_multiskill'))}, instance DPO "
+                    f"{n(d.get('instance_dpo_accuracy_multiskill'))}",
+          "GSM8K +4.8 points over SFT with Mistral-7B (arXiv:2405.00451)",
+          "SFT, instance-level DPO, RS + step DPO at matched generated tokens",
+          "python benchmarks/mcts_dpo.py --quick --lr 2e-4 --epochs 4"),
+    Entry("multimodal", "multimodal", "Vision adapter (Mllama on a frozen tiny Llama)",
+          lambda d: f"visual {_mean_ci(d, 'visual_accuracy')}, text ceiling "
+                    f"{_mean_ci(d, 'text_ceiling_accuracy')}, no image "
+                    f"{_mean_ci(d, 'no_image_accuracy')}; "
+                    f"text-only logit difference {n(d.get('text_logit_max_abs_diff'))}",
+          "adapters leave text-only behaviour unchanged (arXiv:2407.21783 §7)",
+          "the frozen solver given the problem as text; a model that sees no image",
+          "python benchmarks/multimodal.py --quick"),
+    Entry("llama3_recipe", "train_throughput", "Llama 3 recipe: model FLOPs utilization",
+          lambda d: "MFU " + ", ".join(f"{k} {n(v)}" for k, v in (d.get("mfu") or {}).items())
+                    + f" of a {n(d.get('matmul_peak_gflops'))} GFLOP/s same-run matmul peak",
+          "— (infrastructure; long-context and annealing not built yet)",
+          "a square matmul timed in the same run",
+          "python benchmarks/train_throughput.py --mfu-only --threads 1"),
     Entry("cli_faults", "cli_faults", "CLI faults",
           lambda d: f"{d.get('clear_errors')}/{d.get('error_cases', d.get('cases'))} bad inputs "
                     f"give a clear error, work lost {d.get('work_lost')}",
