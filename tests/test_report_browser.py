@@ -3,10 +3,9 @@ console holds no error, and a screenshot is saved. Skips, saying why, without Ch
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
+from browser_utils import headless_chromium
 from test_report import _demo_folder
 
 from reasonlab.report import write_report
@@ -14,23 +13,7 @@ from reasonlab.report import write_report
 
 @pytest.fixture
 def browser():
-    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver_bin = shutil.which("chromedriver")
-    if not chrome or not driver_bin:
-        pytest.skip("no Chromium and chromedriver found (Debian: apt-get install chromium "
-                    "chromium-driver); the report's browser test needs them")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install -e '.[dev]')")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chrome
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1200,900"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    drv = headless_chromium("the report's browser test")
     try:
         yield drv
     finally:

@@ -3,13 +3,14 @@ the model; in headless Chromium (Selenium) when Chromium and chromedriver are in
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
 
 import pytest
 from fastapi.testclient import TestClient
+
+from browser_utils import headless_chromium
 
 from reasonlab.skills.review import ReviewStore, create_app
 
@@ -79,21 +80,7 @@ def test_help_button_asks_the_model(store):
 
 
 def _browser():
-    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not chrome or not driver:
-        pytest.skip("no Chromium and chromedriver found (Debian: apt-get install chromium "
-                    "chromium-driver); the review page's browser test needs them")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install -e '.[dev]')")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chrome
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(driver), options=opts)
+    return headless_chromium("the review page's browser test")
 
 
 def test_review_page_in_headless_chromium(store):
