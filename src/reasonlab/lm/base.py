@@ -73,6 +73,16 @@ class LanguageModel(abc.ABC):
         return [g.text for g in self.generate(prompts, **gen_kwargs)]
 
 
+def check_sampling_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
+    """The one check of generation arguments every :class:`LanguageModel` applies."""
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def generate_in_batches(model: "LanguageModel", prompts: Sequence[str], *, k: int = 1,
                         batch_size: int = 16, seed: int = 0, desc: str = "generate",
                         unit: str = "prompt", progress: bool = True,

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from reasonlab.config import ConfigError, check_range
-from reasonlab.lm.base import Generation, LanguageModel, Message, ScoredContinuation
+from reasonlab.lm.base import (Generation, LanguageModel, Message, ScoredContinuation,
+                               check_sampling_args)
 from reasonlab.lm.request_cache import RequestCache, request_key
 
 log = logging.getLogger(__name__)
@@ -280,22 +281,13 @@ class HTTPLM(LanguageModel):
         return [f.result() for f in futures]
 
     # ------------------------------------------------------------------ generation
-    @staticmethod
-    def _check(max_new_tokens: int, temperature: float, top_p: float) -> None:
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-
     def _sampled(self, kind: str, inputs: Sequence[Any], field_name: str, *, max_new_tokens: int,
                  temperature: float, top_p: float, stop: Sequence[str] | None,
                  seed: int | None, parse: Callable[[dict[str, Any]], Generation]) -> list[Generation]:
         """Group identical inputs into requests with ``n`` samples; one Generation per input."""
         import json
 
-        self._check(max_new_tokens, temperature, top_p)
+        check_sampling_args(max_new_tokens, temperature, top_p)
         rows: dict[str, list[int]] = {}
         for i, x in enumerate(inputs):
             rows.setdefault(json.dumps(x, sort_keys=True), []).append(i)

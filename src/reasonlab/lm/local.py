@@ -27,7 +27,8 @@ import torch
 
 from reasonlab.device import autocast, pick_device
 from reasonlab.lm import logprobs as F
-from reasonlab.lm.base import Generation, LanguageModel, Message, ScoredContinuation
+from reasonlab.lm.base import (Generation, LanguageModel, Message, ScoredContinuation,
+                               check_sampling_args)
 from reasonlab.lm.chat_format import STOP_TOKENS
 
 LONG_PROMPTS = ("refuse", "left")  # what generate does with a prompt longer than the context
@@ -176,15 +177,6 @@ class LocalLM(LanguageModel):
                 ids[i, width - len(r):] = torch.tensor(r)
                 attn[i, width - len(r):] = 1
         return ids.to(self.device), attn.to(self.device)
-
-    @staticmethod
-    def _check_sampling(max_new_tokens, temperature, top_p):
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
     def _generator(self, seed: int | None):
         if seed is None:
@@ -425,7 +417,7 @@ class LocalLM(LanguageModel):
         """
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of strings, not a string")
-        self._check_sampling(max_new_tokens, temperature, top_p)
+        check_sampling_args(max_new_tokens, temperature, top_p)
         stops = [s for s in (stop or []) if s]
         gen = self._generator(seed)
         bs = batch_size or self.batch_size
@@ -461,7 +453,7 @@ class LocalLM(LanguageModel):
         ``suffixes`` (``n`` strings, tokenized without special tokens and appended to the prefix's
         tokens) row ``i`` continues ``prefix + suffixes[i]``. Otherwise as :meth:`generate`.
         """
-        self._check_sampling(max_new_tokens, temperature, top_p)
+        check_sampling_args(max_new_tokens, temperature, top_p)
         if suffixes is not None and len(suffixes) != n:
             raise ValueError(f"got {len(suffixes)} suffixes for n={n}")
         stops = [s for s in (stop or []) if s]
