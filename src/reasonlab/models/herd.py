@@ -27,15 +27,15 @@ HERD_SKILLS = ["add", "sub", "mul", "div", "rem", "cmp"]
 
 SKILLS6: dict[str, Any] = {
     "seed": 0, "threads": 1, "vocab_size": 272, "digits": "single",
-    "data": {"seed": 0, "n_train": 6000, "n_val": 100, "n_test": 400, "n_test_template": 100,
+    "data": {"seed": 0, "n_train": 20000, "n_val": 100, "n_test": 400, "n_test_template": 100,
              "n_test_pair": 100, "skills": HERD_SKILLS, "k_weights": [0.4, 0.4, 0.2],
              "min_number": 1, "max_number": 30, "max_factor": 9, "max_answer": 300,
              "templates": [0, 1, 2, 3, 4, 5, 6, 7, 8], "variants": [0, 1], "heldout_template": 8,
              "heldout_pairs": ["mul>sub", "div>add"], "solution_style": "columns_all"},
     "do_pretrain": False,
     "sft": {"preset": "tiny-1m", "seq_len": 384, "batch_size": 12, "max_steps": 400, "lr": 0.003,
-            "warmup_steps": 40, "min_lr_ratio": 0.1, "eval_every": 200, "eval_batches": 2,
-            "checkpoint_every": 100, "log_every": 10, "device": "cpu"},
+            "warmup_steps": 40, "min_lr_ratio": 0.1, "eval_every": 400, "eval_batches": 2,
+            "checkpoint_every": 200, "log_every": 10, "device": "cpu"},
     "eval": {"sets": ["test_k1", "test_k2", "test_k3", "test_template", "test_pair"], "limit": 0,
              "max_new_tokens": 160, "batch_size": 64},
 }
@@ -45,21 +45,21 @@ MICRO6 = merge(MICRO, {"data": {"skills": HERD_SKILLS, "max_answer": 300,
                                 "heldout_pairs": ["mul>sub"], "solution_style": "columns_all"},
                        "sft": {"seq_len": 384}})
 
-# name -> (model preset, SFT steps, warmup): small and short to large and long. Sized to finish
-# on a heavily shared 2-core machine; at these lengths every member is still at chance (README),
-# so longer recipes are needed before the composition law can be read off the herd.
+# name -> (model preset, SFT steps, batch size): small and short to large and long, so that
+# per-skill success spreads from weak to strong on one mix.
 HERD: dict[str, tuple[str, int, int]] = {
-    "herd-xs": ("tiny-0.5m", 100, 10),
-    "herd-s": ("tiny-0.5m", 200, 20),
-    "herd-m": ("tiny-1m", 150, 15),
-    "herd-l": ("tiny-1m", 220, 22),
+    "herd-xs": ("tiny-0.5m", 300, 12),
+    "herd-s": ("tiny-1m", 700, 12),
+    "herd-m": ("tiny-2m", 1200, 16),
+    "herd-l": ("tiny-2m", 2800, 16),
 }
 
 
 def herd_config(name: str) -> dict[str, Any]:
     """The config mapping of herd member ``name``."""
-    preset, steps, warmup = HERD[name]
-    return merge(SKILLS6, {"sft": {"preset": preset, "max_steps": steps, "warmup_steps": warmup}})
+    preset, steps, batch = HERD[name]
+    return merge(SKILLS6, {"sft": {"preset": preset, "max_steps": steps, "batch_size": batch,
+                                   "warmup_steps": min(100, steps // 10)}})
 
 
 for _name, (_preset, _steps, _) in HERD.items():
