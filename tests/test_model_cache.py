@@ -235,3 +235,34 @@ def test_models_cli(env):
     assert "fake-test" in r.output and "solver-addsub" in r.output
     r = CliRunner().invoke(app, ["models", "build", "nope"])
     assert r.exit_code == 2 and "known recipes" in r.output
+
+
+def test_config_hash_ignores_new_fields_left_at_their_default():
+    """A field added to a config class later (with a default) keeps every cached model's key;
+    setting it, or changing any value a recipe sets, changes the key."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Inner:
+        lr: float = 0.1
+
+    @dataclasses.dataclass
+    class Old:
+        size: int
+        inner: Inner = dataclasses.field(default_factory=Inner)
+
+    @dataclasses.dataclass
+    class New:
+        size: int
+        inner: Inner = dataclasses.field(default_factory=Inner)
+        stages: list = dataclasses.field(default_factory=list)
+
+    Old.__name__ = New.__name__ = "Cfg"
+
+    def h(cfg):
+        return config_hash(Recipe(name="hash-test", config=cfg, build=lambda c, d: None))
+
+    assert h(Old(size=3)) == h(New(size=3))
+    assert h(New(size=3, stages=[(64, 10)])) != h(New(size=3))
+    assert h(New(size=3, inner=Inner(lr=0.2))) != h(New(size=3))
+    assert h(Old(size=4)) != h(Old(size=3))

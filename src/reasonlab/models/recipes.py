@@ -129,13 +129,46 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _diff(obj: Any) -> Any:
+    """``obj`` as plain data with every dataclass field that holds its default left out (as
+    transformers' ``to_diff_dict``): a field added to a config class later, with a default,
+    leaves the key of every recipe that does not set it unchanged."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {"__type__": type(obj).__name__}
+        for f in dataclasses.fields(obj):
+            v, d = getattr(obj, f.name), _field_default(f)
+            if d is dataclasses.MISSING or _plain(v) != _plain(d):
+                out[f.name] = _diff(v)
+        return out
+    if isinstance(obj, dict):
+        return {str(k): _diff(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_diff(v) for v in obj]
+    return _plain(obj)
+
+
 def config_json(config: Any) -> str:
-    """The canonical JSON of a config (sorted keys), the input of :func:`config_hash`."""
+    """The canonical JSON of a config (sorted keys), every value recorded."""
     return json.dumps(_plain(config), sort_keys=True, separators=(",", ":"), default=str)
 
 
+def config_key_json(config: Any) -> str:
+    """The canonical JSON of the values that differ from their defaults: the input of
+    :func:`config_hash`."""
+    return json.dumps(_diff(config), sort_keys=True, separators=(",", ":"), default=str)
+
+
 def config_hash(recipe: Recipe, micro: bool = False) -> str:
-    """SHA-256 (hex) of the recipe's name, version, variant and config values."""
+    """SHA-256 (hex) of the recipe's name, version, variant and the config values that differ
+    from their defaults (bump ``version`` when a default that a recipe relies on changes)."""
     cfg = recipe.config_for(micro)
-    key = f"{recipe.name}\n{recipe.version}\n{'micro' if micro else 'full'}\n{config_json(cfg)}"
+    key = f"{recipe.name}\n{recipe.version}\n{'micro' if micro else 'full'}\n{config_key_json(cfg)}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
