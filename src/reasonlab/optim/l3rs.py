@@ -333,21 +333,47 @@ class L3RS(torch.optim.Optimizer):
     # -- flat buffers ---------------------------------------------------------------------------
     def _build_layout(self, params: list[torch.Tensor]) -> None:
         """Concatenate the per-tensor states of ``params`` into flat buffers (zeros where a
-        tensor has none yet) and point ``self.state[p]`` at views of them."""
+        tensor has none yet), point ``self.state[p]`` at views of them, and precompute the
+        per-tensor views every step reuses (so the hot path has no per-tensor Python work)."""
         sizes = [p.numel() for p in params]
-        ref = params[0]
+        ref, n, total = params[0], len(params), sum(sizes)
         names = [b for d in self.config.directions for b in _BUFFERS[d]]
-        self._flat = {}
+
+        def views(flat: torch.Tensor) -> list[torch.Tensor]:
+            return [v.view_as(p) for v, p in zip(flat.split(sizes), params)]
+
+        self._flat, self._views = {}, {}
         for name in names:
             parts = [self.state[p].get(name, torch.zeros_like(p)).reshape(-1) for p in params]
             self._flat[name] = torch.cat(parts)
+            self._views[name] = views(self._flat[name])
+            for p, v in zip(params, self._views[name]):
+                self.state[p][name] = v
+        # the gradient, the update and the directions that need their own storage
+        self._flat["grad"] = ref.new_empty(total)
+        self._flat["update"] = ref.new_empty(total)
+        self._views["grad"] = views(self._flat["grad"])
+        self._views["update"] = views(self._flat["update"])
+        for d in self.config.directions:
+            if d in ("adam", "sign", "rms"):
+                self._flat[f"dir_{d}"] = ref.new_empty(total)
+                self._views[f"dir_{d}"] = views(self._flat[f"dir_{d}"])
+        # state features: per tensor [grad-norm EMA fast, mid, slow, ‖g₀‖, ‖w₀‖] (float64 rows;
+        # state["features"] views them); rows of tensors without them start on their next step
+        feats = torch.zeros(n, 5, dtype=torch.float64)
+        fresh = np.ones(n, dtype=bool)
         for i, p in enumerate(params):
-            st = self.state[p]
-            for name, view in zip(names, (self._flat[n].split(sizes) for n in names)):
-                st[name] = view[i].view_as(p)
+            f = self.state[p].get("features")
+            if f is not None:
+                feats[i] = torch.as_tensor(f, dtype=torch.float64)
+                fresh[i] = False
+        self._feats, self._fresh = feats, fresh
+        self._feat_rows = list(feats)
+        for i in np.flatnonzero(~fresh):
+            self.state[params[i]]["features"] = self._feat_rows[i]
         self._sizes = sizes
         self._lengths = torch.tensor(sizes, device=ref.device)
-        self._sqrt_numel = torch.tensor(sizes, dtype=torch.float64).sqrt()
+        self._sqrt_numel = np.sqrt(np.array(sizes, dtype=np.float64))
         self._layout = tuple(id(p) for p in params)
 
     def _segment_norms(self, *xs: torch.Tensor) -> torch.Tensor:
@@ -357,42 +383,64 @@ class L3RS(torch.optim.Optimizer):
         norms = torch.stack(torch._foreach_norm(parts)).double().cpu()
         return norms.view(len(xs), len(self._sizes))
 
+    def _used_directions(self) -> list[bool]:
+        """Which directions can get a non-zero weight: a direction whose mix logit is −inf in
+        every layer (a fixed one-hot mix) is skipped. Cached until the meta-parameters change."""
+        key = (id(self.meta), self.meta.theta._version)
+        if getattr(self, "_used_key", None) != key:
+            s = self.meta.slices()
+            if "mix_table" in s:
+                dead = torch.isneginf(s["mix_table"]).any(-1).all(0)
+                self._used = [not x for x in dead.tolist()]
+            else:
+                self._used = [True] * len(self.config.directions)
+            self._used_key = key
+        return self._used
+
     # -- features -------------------------------------------------------------------------------
-    def _state_features(self, params: list[torch.Tensor], g: torch.Tensor) -> torch.Tensor:
-        """Update each tensor's grad-norm EMAs; return ψ [n, F]: loss EMA log-ratios (fast/mid,
-        mid/slow, mid/start), grad-norm EMA log-ratios (the same three) and 10·log(‖w‖/‖w₀‖),
-        each clipped to [−3, 3]. Per tensor, ``state["features"]`` holds the three grad-norm
-        EMAs, ‖g₀‖ and ‖w₀‖."""
-        decays = self.config.ema_decays
-        gns, wns = self._segment_norms(g, torch.cat([p.reshape(-1) for p in params])).tolist()
+    def _state_features(self, gns: np.ndarray, wns: np.ndarray) -> torch.Tensor:
+        """Update each tensor's grad-norm EMAs from this step's gradient norms ``gns`` and return
+        ψ [n, F]: loss EMA log-ratios (fast/mid, mid/slow, mid/start), grad-norm EMA log-ratios
+        (the same three) and 10·log(‖w‖/‖w₀‖) (weight norms ``wns``), each clipped to [−3, 3].
+        Vectorized over tensors."""
+        decays = np.asarray(self.config.ema_decays, dtype=np.float64)
+        f = self._feats.numpy()  # shares memory with the state["features"] rows
+        fresh = self._fresh
+        if fresh.any():
+            f[fresh, :4] = gns[fresh, None]
+            f[fresh, 4] = wns[fresh]
+        old = ~fresh
+        f[old, :3] = decays * f[old, :3] + (1 - decays) * gns[old, None]
+        if fresh.any():
+            for i in np.flatnonzero(fresh):
+                self.state[self._params[i]]["features"] = self._feat_rows[i]
+            self._fresh = np.zeros_like(fresh)
         le, l0 = self._global["loss_ema"], self._global["loss0"]
         loss_f = ([0.0] * 3 if le is None else
                   [_logratio(le[0], le[1]), _logratio(le[1], le[2]), _logratio(le[1], l0)])
-        rows = []
-        for p, gn, wn in zip(params, gns, wns):
-            st = self.state[p]
-            f = st.get("features")
-            if f is None:
-                f = st["features"] = [gn, gn, gn, gn, wn]
-            else:
-                f[:3] = [gm * a + (1 - gm) * gn for gm, a in zip(decays, f[:3])]
-            rows.append(loss_f + [_logratio(f[0], f[1]), _logratio(f[1], f[2]),
-                                  _logratio(f[1], f[3]), _logratio(wn, f[4], scale=10.0)])
-        return torch.tensor(rows, dtype=torch.float64)
+        psi = np.empty((len(gns), 7))
+        psi[:, :3] = loss_f
+        psi[:, 3] = _logratio_np(f[:, 0], f[:, 1])
+        psi[:, 4] = _logratio_np(f[:, 1], f[:, 2])
+        psi[:, 5] = _logratio_np(f[:, 1], f[:, 3])
+        psi[:, 6] = _logratio_np(wns, f[:, 4], 10.0)
+        return torch.from_numpy(psi)
 
     # -- the step -------------------------------------------------------------------------------
     def _directions(self, g: torch.Tensor, t: int, need: Sequence[bool]
-                    ) -> list[torch.Tensor | None]:
+                    ) -> list[tuple[torch.Tensor, list[torch.Tensor]] | None]:
         """Advance every base optimizer's state (as in its own algorithm) and return its flat
-        direction, or None where no tensor uses it."""
-        c, fb = self.config, self._flat
-        out: list[torch.Tensor | None] = []
+        direction with per-tensor views of it, or None where no tensor uses it. One pass over the
+        flat buffers per operation, whatever the number of tensors."""
+        c, fb, vw = self.config, self._flat, self._views
+        out: list[tuple[torch.Tensor, list[torch.Tensor]] | None] = []
         for name, used in zip(c.directions, need):
-            d: torch.Tensor | None = None
+            d: tuple[torch.Tensor, list[torch.Tensor]] | None = None
             if name == "sgd":
-                d = g
+                d = (g, vw["grad"])
             elif name == "momentum":  # torch.optim.SGD (a zero buffer makes the first one g)
-                d = fb["momentum_buffer"].mul_(c.momentum).add_(g)
+                fb["momentum_buffer"].mul_(c.momentum).add_(g)
+                d = (fb["momentum_buffer"], vw["momentum_buffer"])
             elif name == "adam":
                 b1, b2 = c.betas
                 m, v = fb["exp_avg"], fb["exp_avg_sq"]
@@ -400,19 +448,27 @@ class L3RS(torch.optim.Optimizer):
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
                 if used:
                     bc1, bc2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-                    d = (m / bc1).div_((v.sqrt() / math.sqrt(bc2)).add_(c.eps))
+                    out_ = fb["dir_adam"]
+                    torch.sqrt(v, out=out_).div_(math.sqrt(bc2)).add_(c.eps)
+                    torch.div(m / bc1, out_, out=out_)
+                    d = (out_, vw["dir_adam"])
             elif name == "sign":  # Lion: sign(β1·m + (1−β1)·g), then m ← β2·m + (1−β2)·g
                 b1, b2 = c.lion_betas
                 m = fb["lion_avg"]
                 if used:
-                    d = torch.lerp(m, g, 1 - b1).sign_()
+                    out_ = fb["dir_sign"]
+                    torch.lerp(m, g, 1 - b1, out=out_).sign_()
+                    d = (out_, vw["dir_sign"])
                 m.lerp_(g, 1 - b2)
             elif name == "rms":
                 v = fb["rms_avg_sq"]
                 v.mul_(c.rms_beta).addcmul_(g, g, value=1 - c.rms_beta)
                 if used:
                     bc = 1 - c.rms_beta ** (t + 1)
-                    d = g / (v / bc).sqrt_().add_(c.eps)
+                    out_ = fb["dir_rms"]
+                    torch.div(v, bc, out=out_).sqrt_().add_(c.eps)
+                    torch.div(g, out_, out=out_)
+                    d = (out_, vw["dir_rms"])
             else:  # pragma: no cover - config validation rules this out
                 raise ValueError(name)
             out.append(d if used else None)
@@ -434,35 +490,43 @@ class L3RS(torch.optim.Optimizer):
                 else:
                     glob["loss_ema"] = [gm * a + (1 - gm) * lv
                                         for gm, a in zip(c.ema_decays, glob["loss_ema"])]
-        params, rows, i = [], [], 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    params.append(p)
-                    rows.append(self._rows[i])
-                i += 1
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return loss
-        if self._layout != tuple(id(p) for p in params):
+        if self._layout != tuple(map(id, params)):
             self._build_layout(params)
-        g = torch.cat([p.grad.reshape(-1) for p in params])
+            self._params = params
+            self._row_list = [r for r, p in zip(self._rows, (q for gr in self.param_groups
+                                                             for q in gr["params"]))
+                              if p.grad is not None]
+        params, n = self._params, len(self._params)
+        torch._foreach_copy_(self._views["grad"], [p.grad for p in params])
+        g = self._flat["grad"]
+        used = self._used_directions()
+        dirs = [d for d in self._directions(g, t, used) if d is not None]
+        # every per-tensor norm this step needs, in one foreach pass
+        parts: list[torch.Tensor] = []
+        if c.state_features:
+            parts += self._views["grad"] + params
+        if c.normalize == "rms":
+            parts += [v for _, views in dirs for v in views]
+        norms = torch.stack(torch._foreach_norm(parts)).double().numpy() if parts else None
         psi = None
         if c.state_features:
-            psi = self._state_features(params, g)
-        lam, mu = self.meta.coefficients(time_basis(c, t, self.horizon), psi, rows)
+            psi = self._state_features(norms[:n], norms[n:2 * n])
+            norms = norms[2 * n:]
+        lam, mu = self.meta.coefficients(time_basis(c, t, self.horizon), psi, self._row_list)
         self.last_coefficients = (lam, mu)
-
-        used = mu.ne(0).any(0)
-        dirs = [d for d in self._directions(g, t, used.tolist()) if d is not None]
-        coef = mu[:, used].T * lam  # [P_used, n]: λ_l · μ_l,p
+        coef = (mu.numpy()[:, [i for i, u in enumerate(used) if u]].T * lam.numpy())  # λ·μ
         if c.normalize == "rms":
-            rms = self._segment_norms(*dirs) / self._sqrt_numel
-            coef = coef / (rms + c.eps)
-        coef_el = coef.to(g.dtype).to(g.device).repeat_interleave(
+            coef = coef / (norms.reshape(len(dirs), n) / self._sqrt_numel + c.eps)
+        coef_el = torch.from_numpy(coef).to(g.dtype).to(g.device).repeat_interleave(
             self._lengths, dim=1, output_size=g.numel())
-        upd = (coef_el[0] * dirs[0] if len(dirs) == 1 else
-               (coef_el * torch.stack(dirs)).sum(0))
-        torch._foreach_sub_(params, [u.view_as(p) for u, p in zip(upd.split(self._sizes), params)])
+        upd = self._flat["update"]
+        torch.mul(coef_el[0], dirs[0][0], out=upd)
+        for k in range(1, len(dirs)):
+            upd.addcmul_(coef_el[k], dirs[k][0])
+        torch._foreach_sub_(params, self._views["update"])
         return loss
 
 
@@ -471,3 +535,11 @@ def _logratio(a: float, b: float | None, scale: float = 1.0) -> float:
     if b is None or not (a > 0 and b > 0) or not math.isfinite(a) or not math.isfinite(b):
         return 0.0
     return max(-_CLIP, min(_CLIP, scale * math.log(a / b)))
+
+
+def _logratio_np(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """:func:`_logratio` elementwise over arrays."""
+    ok = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = scale * np.log(np.where(ok, a, 1.0) / np.where(ok, b, 1.0))
+    return np.where(ok, np.clip(r, -_CLIP, _CLIP), 0.0)
