@@ -10,7 +10,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reasonlab.config import check_choice, check_range
+from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.llama.mix import MixSource, check_mix
 from reasonlab.llama.pretrain import PretrainConfig
 from reasonlab.llama.sft import SFTConfig
 from reasonlab.llama.tokenizer import DIGIT_MODES
@@ -46,6 +47,26 @@ class _Job:
 class PretrainJob(_Job):
     corpus: str = "skillmath"  # a .txt/.jsonl file or a data set name
     train: PretrainConfig = field(default_factory=PretrainConfig)
+    # A weighted mix of sources (replaces ``corpus`` when given): shares of characters, drawn by
+    # weight with the seed; ``mix_docs`` documents are drawn (0 = as many as the sources hold).
+    mix: list[MixSource] = field(default_factory=list)
+    mix_docs: int = 0
+    # The annealing stages' data (a stage with data: anneal): an upsampled high-quality mix.
+    anneal_mix: list[MixSource] = field(default_factory=list)
+    anneal_docs: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("mix_docs", self.mix_docs, 0)
+        check_range("anneal_docs", self.anneal_docs, 0)
+        if self.mix:
+            check_mix(self.mix, "mix")
+        if self.anneal_mix:
+            check_mix(self.anneal_mix, "anneal_mix")
+        wants_anneal = any(s.data == "anneal" for s in self.train.stages)
+        if wants_anneal and not self.anneal_mix:
+            raise ConfigError("config key 'train.stages' has a stage with data: anneal but "
+                              "config key 'anneal_mix' is empty")
 
 
 @dataclass
@@ -105,19 +126,32 @@ def _finished(run) -> dict | None:
 def run_pretrain_job(job: PretrainJob, out: str | Path, *, overwrite: bool = False) -> dict:
     """Load the corpus, open the run (refusing another job's directory), train or reuse the
     tokenizer, pre-train. A finished run is left as it is and its results returned."""
-    from reasonlab.llama.corpus import load_corpus
     from reasonlab.llama.pretrain import pretrain
     from reasonlab.runs import texts_identity
 
     out = Path(out)
-    docs = load_corpus(job.corpus, limit=job.limit or None, seed=job.train.seed)
-    run = open_job_run(job, out, data_identity=texts_identity(docs), name="pretrain",
-                       overwrite=overwrite)
+    docs = _mix_or_corpus(job.mix, job.mix_docs, job.corpus, job.limit, job.train.seed)
+    anneal = (_mix_or_corpus(job.anneal_mix, job.anneal_docs, "", job.limit, job.train.seed + 1)
+              if job.anneal_mix else None)
+    identity = texts_identity(docs) if anneal is None else {
+        "main": texts_identity(docs), "anneal": texts_identity(anneal)}
+    run = open_job_run(job, out, data_identity=identity, name="pretrain", overwrite=overwrite)
     if (done := _finished(run)) is not None:
         return done
     train, val = split_val(docs, job.val_fraction, job.train.seed)
-    tok = get_tokenizer(job.tokenizer, train, out)
-    return pretrain(job.train, tok, train, val, out, run=run)
+    tok = get_tokenizer(job.tokenizer, train + (anneal or []), out)
+    return pretrain(job.train, tok, train, val, out, run=run, anneal_texts=anneal)
+
+
+def _mix_or_corpus(mix: list[MixSource], n_docs: int, corpus: str, limit: int, seed: int) -> list[str]:
+    """The documents of a weighted mix (``n_docs`` drawn; 0 = the sources' total) or of one corpus."""
+    from reasonlab.llama.corpus import load_corpus
+    from reasonlab.llama.mix import load_mix
+
+    if not mix:
+        return load_corpus(corpus, limit=limit or None, seed=seed)
+    n = n_docs or sum(len(load_corpus(s.source, limit=limit or None, seed=seed)) for s in mix)
+    return load_mix(mix, n, seed=seed, limit=limit or None)
 
 
 def read_pairs(spec: str, limit: int | None) -> list[tuple[str, str]]:

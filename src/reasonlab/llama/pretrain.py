@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,6 +18,7 @@ from transformers import LlamaForCausalLM
 
 from reasonlab.llama.configs import count_non_embedding, preset
 from reasonlab.llama.packing import Document, PackedSequences, pack_documents
+from reasonlab.llama.stages import Stage, check_stages
 from reasonlab.llama.tokenizer import encode_document
 from reasonlab.llama.trainer import TrainConfig, Trainer, TrainState
 from reasonlab.runs import Run, seed_everything
@@ -27,7 +28,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    """Pre-training: :class:`TrainConfig` with documents split across packed rows."""
+    """Pre-training: :class:`TrainConfig` with documents split across packed rows.
+
+    ``stages`` (optional): ``[{seq_len, steps, data, lr_schedule, average_every}, ...]`` trained in
+    order as one run (long-context extension, annealing; :mod:`reasonlab.llama.stages`). With
+    stages, ``max_steps`` is their total and ``seq_len`` the longest stage's (the model's context).
+    """
+
+    stages: list[Stage] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stages:
+            check_stages(self.stages)
+            self.max_steps = sum(s.steps for s in self.stages)
+            self.seq_len = max(s.seq_len for s in self.stages)
 
 
 def unigram_entropy(train: PackedSequences, val: PackedSequences) -> float:
@@ -108,11 +123,24 @@ def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Documen
 
 def pretrain(cfg: PretrainConfig, tokenizer, train_texts: Sequence[str], val_texts: Sequence[str] | None,
              out_dir: str | Path, *, on_step: Callable[[TrainState], None] | None = None,
-             run: Run | None = None) -> dict:
-    """Pre-train a preset model on ``train_texts`` (one document each) and return the results."""
+             run: Run | None = None, anneal_texts: Sequence[str] | None = None) -> dict:
+    """Pre-train a preset model on ``train_texts`` (one document each) and return the results.
+
+    With ``cfg.stages`` the stages are trained as one run; ``anneal_texts`` are the documents of
+    the stages whose data is ``anneal`` (the upsampled high-quality mix)."""
     if not train_texts:
         raise ValueError("pretrain: the training corpus is empty")
     train_docs = [Document(encode_document(tokenizer, t)) for t in train_texts]
     val_docs = [Document(encode_document(tokenizer, t)) for t in val_texts] if val_texts else None
+    if cfg.stages:
+        from reasonlab.llama.stages import train_stages
+
+        if any(s.data == "anneal" for s in cfg.stages) and not anneal_texts:
+            raise ValueError("pretrain: a stage reads data 'anneal' but no annealing documents were given")
+        anneal_docs = [Document(encode_document(tokenizer, t)) for t in anneal_texts] if anneal_texts else None
+        return train_stages(cfg, tokenizer, train_docs, val_docs, out_dir, anneal_docs=anneal_docs,
+                            on_step=on_step, run=run)
+    if anneal_texts:
+        raise ValueError("pretrain: annealing documents were given but no stage reads data 'anneal'")
     return train_on_documents(cfg, tokenizer, train_docs, val_docs, out_dir, split_documents=True,
                               on_step=on_step, name="pretrain", run=run)

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.config import ConfigError, check_choice, check_order, check_range
 from reasonlab.device import autocast
 from reasonlab.llama import distributed as D
 from reasonlab.lm.checkpoint import quiet_transformers, verify_manifest, write_manifest
+from reasonlab.lm.portable import make_portable
 from reasonlab.llama.packing import (
     PackedSequences,
     document_attention_mask,
@@ -91,6 +92,7 @@ class TrainConfig:
             check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_range("warmup_steps", self.warmup_steps, 0)
+        check_order("warmup_steps", self.warmup_steps, "max_steps", self.max_steps)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_range("beta1", self.beta1, 0.0, 1.0)
         check_range("beta2", self.beta2, 0.0, 1.0)
@@ -124,8 +126,10 @@ class TrainConfig:
 @dataclass
 class TrainState:
     step: int = 0
-    cursor: int = 0  # sequences consumed from the shuffled stream
+    cursor: int = 0  # sequences consumed from the shuffled stream (of the current stage)
     tokens_seen: int = 0  # target tokens trained on
+    stage: int = 0  # staged runs: the stage the cursor belongs to
+    streams: dict = field(default_factory=dict)  # staged runs: data stream -> tokens used by past stages
 
 
 def batch_inputs(batch: PackedSequences, device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
@@ -290,7 +294,8 @@ class Trainer:
         optim_sd = torch.load(path / "optimizer.pt", weights_only=True)
         D.load_full_state(self.model, self.optimizer, model_sd, optim_sd)
         st = json.loads((path / "state.json").read_text())
-        self.state = TrainState(st["step"], st["cursor"], st["tokens_seen"])
+        known = {f for f in TrainState.__dataclass_fields__}
+        self.state = TrainState(**{k: v for k, v in st.items() if k in known})
         log.info("resumed from %s (step %d)", path, self.state.step)
 
     # -- training -----------------------------------------------------------------------------
@@ -303,18 +308,33 @@ class Trainer:
             raise ConfigError(f"batch size per rank {per_rank} is not divisible by micro_batch_size {micro}")
         return micro
 
+    def batch_indices(self, batch_size: int) -> list[int]:
+        """Rows of ``train_data`` for the next step: the seeded per-epoch shuffle from the cursor."""
+        return stream_indices(len(self.train_data), self.state.cursor, batch_size, self.cfg.seed)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of ``step``: linear warmup, cosine decay over ``max_steps``."""
+        cfg = self.cfg
+        return warmup_cosine_lr(step, peak_lr=cfg.peak_lr(), warmup_steps=cfg.warmup_steps,
+                                total_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio)
+
+    def prepare_step(self) -> None:
+        """Called before every step (after a resume too): a staged trainer switches data here."""
+
+    def after_step(self) -> None:
+        """Called after every step, before its checkpoint (a staged trainer keeps snapshots)."""
+
     def train_step(self) -> dict[str, float]:
         cfg, info = self.cfg, self.info
         batch_size = batch_size_at(self.state.tokens_seen, cfg.batch_size, cfg.batch_ramp)
         micro = self._micro_size(batch_size)
-        idx = stream_indices(len(self.train_data), self.state.cursor, batch_size, cfg.seed)
+        idx = self.batch_indices(batch_size)
         per_rank = batch_size // info.world_size
         mine = self.train_data.select(idx[info.rank * per_rank:(info.rank + 1) * per_rank])
         # Normalize by the global number of target tokens, so accumulation and ranks are exact.
         n_local = loss_targets(mine)[1].sum()
         n_global = D.all_reduce_sum(n_local.to(self.device, torch.float32), info)
-        lr = warmup_cosine_lr(self.state.step, peak_lr=cfg.peak_lr(), warmup_steps=cfg.warmup_steps,
-                              total_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio)
+        lr = self.lr_at(self.state.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
@@ -364,6 +384,7 @@ class Trainer:
         t0, tok0 = time.time(), self.state.tokens_seen
         last: dict[str, float] = {}
         while self.state.step < cfg.max_steps:
+            self.prepare_step()
             last = self.train_step()
             bar.update(1)
             step = self.state.step
@@ -382,6 +403,7 @@ class Trainer:
                 last["val_loss"] = val
                 if self.run is not None and info.is_main:
                     self.run.log(step=step, val_loss=val)
+            self.after_step()
             if self.ckpt_root is not None and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
                 self.save_checkpoint()
             if self.on_step is not None:
@@ -397,6 +419,7 @@ class Trainer:
                 self.raw_model.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True)
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(out_dir))
+            make_portable(out_dir)  # readable by transformers 4.x too
             write_manifest(out_dir)
         D.barrier(self.info)
 

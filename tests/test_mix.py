@@ -1,0 +1,61 @@
+"""The weighted data mix: realized token shares follow the weights, deterministic given the seed,
+and bad mixes fail at load naming the problem."""
+
+import pytest
+
+from reasonlab.config import ConfigError
+from reasonlab.llama.mix import MixSource, check_mix, sample_mix, token_shares
+
+
+def _docs():
+    # Sources of very different document lengths and sizes: shares are of tokens, not documents.
+    return {"short": [f"s{i}" for i in range(50)],              # 2-3 characters each
+            "long": [("L%03d" % i) * 10 for i in range(400)],    # 40 characters each
+            "mid": [("m%02d" % i) * 4 for i in range(7)]}        # 12 characters, upsampled
+
+
+def test_realized_token_shares_follow_the_weights():
+    docs = _docs()
+    weights = {"short": 1.0, "long": 2.0, "mid": 1.0}
+    drawn = sample_mix(docs, weights, 6000, seed=3)
+    shares = token_shares(drawn, lambda t: {"s": "short", "L": "long", "m": "mid"}[t[0]])
+    for name, w in weights.items():
+        assert shares[name] == pytest.approx(w / 4.0, abs=0.03), shares
+    # The 7-document source is repeated (upsampled) and each pass uses every document.
+    mids = [t for t in drawn if t[0] == "m"]
+    assert len(mids) > 7 * 10 and set(mids) == set(docs["mid"])
+
+
+def test_mix_is_deterministic_given_the_seed():
+    docs, w = _docs(), {"short": 1.0, "long": 1.0, "mid": 3.0}
+    a = sample_mix(docs, w, 300, seed=1)
+    assert a == sample_mix(docs, w, 300, seed=1)
+    assert a != sample_mix(docs, w, 300, seed=2)
+
+
+def test_bad_mixes_fail_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="weight"):
+        MixSource("skillmath", 0.0)
+    with pytest.raises(ConfigError, match="weight"):
+        MixSource("skillmath", -1.0)
+    with pytest.raises(ConfigError, match="neither a known data set nor an existing corpus file"):
+        check_mix([MixSource("no_such_corpus.txt", 1.0)])
+    with pytest.raises(ConfigError, match="unknown data set"):
+        check_mix([MixSource("data:nope", 1.0)])
+    with pytest.raises(ConfigError, match="listed twice"):
+        check_mix([MixSource("skillmath", 1.0), MixSource("skillmath", 2.0)])
+    f = tmp_path / "c.txt"
+    f.write_text("one doc\n\nanother doc")
+    check_mix([MixSource("skillmath", 1.0), MixSource(str(f), 0.5)])
+
+
+def test_pretrain_job_validates_its_mix_at_load():
+    from reasonlab.config import from_dict
+    from reasonlab.llama.jobs import PretrainJob
+
+    with pytest.raises(ConfigError, match="mix\\[0\\].source"):
+        from_dict(PretrainJob, {"mix": [{"source": "missing.jsonl", "weight": 1}]})
+    with pytest.raises(ConfigError, match="weight"):
+        from_dict(PretrainJob, {"mix": [{"source": "skillmath", "weight": 0}]})
+    job = from_dict(PretrainJob, {"mix": [{"source": "skillmath", "weight": 2}], "mix_docs": 10})
+    assert job.mix[0].weight == 2.0
