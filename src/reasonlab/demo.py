@@ -5,7 +5,7 @@ Stages, in order (each calls its method's public runner with the smallest sensib
 ``quick`` settings are smaller still):
 
 =============  ==============================================================================
-solver         the shared solver from the model cache (``herd-m``; ``herd-xs`` when quick), its
+solver         the shared solver from the model cache (``herd-s``; ``herd-xs`` when quick), its
                held-out accuracies and a few greedy solutions
 composition    the composition law over the herd (MATH², arXiv:2407.21009 §3)
 posttrain      Llama 3 post-training: rejection sampling, RS-SFT, step DPO (arXiv:2407.21783 §4)
@@ -240,7 +240,7 @@ def run_stages(stages: list[Stage], out: str | Path, quick: bool = False, *,
 # ---------------------------------------------------------------------------- shared pieces
 def solver_recipe(quick: bool) -> str:
     """The model-cache recipe every solver-based stage shares."""
-    return "herd-xs" if quick else "herd-m"
+    return "herd-xs" if quick else "herd-s"
 
 
 def solver_data(demo_dir: Path, quick: bool) -> Path:
@@ -310,7 +310,7 @@ def stage_solver(ctx: StageContext) -> dict[str, Any]:
 def stage_composition(ctx: StageContext) -> dict[str, Any]:
     from reasonlab.evals.composition import CompositionConfig, run_composition
 
-    models = ["herd-xs"] if ctx.quick else ["herd-xs", "herd-s", "herd-m"]
+    models = ["herd-xs"] if ctx.quick else ["herd-xs", "herd-s"]
     cfg = CompositionConfig(models=models, n_boot=200 if ctx.quick else 1000)
     res = run_composition(cfg, ctx.run_dir)
     e = res.get("composition_exponent")
