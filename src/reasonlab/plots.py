@@ -58,3 +58,24 @@ def plot_metric_curves(metrics: Sequence[dict], keys: Sequence[str], out: str | 
     ax.set_title(title)
     ax.legend()
     return save_figure(fig, out, dpi=100)
+
+
+def plot_heatmap(grid: Sequence[Sequence[float]], row_labels: Sequence[str], col_labels: Sequence[str],
+                 out: str | Path, *, title: str = "", xlabel: str = "", ylabel: str = "",
+                 vmin: float = 0.0, vmax: float = 1.0, cmap: str = "viridis") -> Path:
+    """A heatmap of ``grid`` (rows × columns) with each cell's value written in it."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(2.5 + 0.8 * len(col_labels), 1.8 + 0.5 * len(row_labels)))
+    im = ax.imshow(grid, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), list(col_labels))
+    ax.set_yticks(range(len(row_labels)), list(row_labels))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    mid = (vmin + vmax) / 2
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if v < mid else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return save_figure(fig, out, dpi=100)
