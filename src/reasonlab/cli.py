@@ -43,6 +43,7 @@ COMMAND_MODULES = [
     "reasonlab.evals.ntk_cli",
     "reasonlab.skills.cli",
     "reasonlab.evals.ptst_cli",
+    "reasonlab.evals.passkey_cli",
     "reasonlab.vision.cli",
 ]
 
