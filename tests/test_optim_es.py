@@ -116,3 +116,35 @@ def test_killed_cli_meta_training_resumes_from_its_last_step(tmp_path):
     assert np.array_equal(resumed.theta.numpy(), uninterrupted.theta.numpy())
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
     assert steps == list(range(30))
+
+
+def test_validation_objective_uses_held_out_batches(tmp_path):
+    import pytest
+
+    from reasonlab.optim.inner import meta_objective, run_inner
+
+    env = EnvSpec("digits", {**TINY_ENV, "val_fraction": 0.25})
+    spec = OptSpec("adam", {"lr": 0.05})
+    r = run_inner(Task(env, spec, 0, 20, objective="val_mean", val_every=5))
+    plain = run_inner(Task(env, spec, 0, 20))
+    assert r["mean_loss"] == plain["mean_loss"]  # the held-out batches do not touch training
+    assert r["val_mean"] != r["mean_loss"] and r["val_final"] > 0
+    assert meta_objective(r, "val_final") == pytest.approx(np.log(r["val_final"]))
+    with pytest.raises(ValueError, match="held-out"):
+        meta_objective(plain, "val_mean")
+    with pytest.raises(ValueError, match="val_fraction"):
+        run_inner(Task(EnvSpec("digits", TINY_ENV), spec, 0, 5, objective="val_final"))
+    # the validation split is carved out of the training split, never out of the test split
+    from reasonlab.optim.envs import make_env
+
+    a, b = make_env(env), make_env(EnvSpec("digits", TINY_ENV))
+    assert len(a.y_test) == len(b.y_test) and len(a.y_train) + len(a.y_val) == len(b.y_train)
+    # ES on the held-out objective takes other steps than on the training loss
+    cfg = tiny_cfg(steps=2, objective="val_final", val_every=5)
+    cfg.env = env
+    val = meta_train(cfg, tmp_path / "val", progress=False)
+    cfg_train = tiny_cfg(steps=2)
+    cfg_train.env = env
+    train = meta_train(cfg_train, tmp_path / "train", progress=False)
+    assert not np.array_equal(val.theta.numpy(), train.theta.numpy())
+    assert json.loads((tmp_path / "val" / "results.json").read_text())["objective"] == "val_final"

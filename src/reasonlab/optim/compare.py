@@ -26,12 +26,13 @@ from reasonlab.config import ConfigError, check_choice, check_range
 from reasonlab.optim.baselines import BASELINES, search_grid
 from reasonlab.optim.envs import EnvSpec
 from reasonlab.optim.es import load_meta_run
-from reasonlab.optim.inner import Evaluator, OptSpec, Task, meta_objective
+from reasonlab.optim.inner import OBJECTIVES, Evaluator, OptSpec, Task, meta_objective
 from reasonlab.runs import Run, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
 SETTINGS = ("main", "unseen_init", "shift", "noise", "split", "long3x")
+LM_SETTINGS = ("main", "unseen_skill", "long3x")  # the language-model environment's
 
 
 @dataclass
@@ -47,12 +48,15 @@ class CompareConfig:
     reference: str = ""  # the learned optimizer whose budget the baselines get; "": the first
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
     workers: int = 2
+    objective: str = "train"  # what the baselines are tuned on (as es.objective): train | val_*
+    unseen_skill: str = "perim"  # the language-model environment's unseen skill
 
     def __post_init__(self) -> None:
+        check_choice("objective", self.objective, OBJECTIVES)
         for b in self.baselines:
             check_choice("baselines", b, BASELINES)
         for s in self.settings:
-            check_choice("settings", s, SETTINGS)
+            check_choice("settings", s, LM_SETTINGS if self.env.name == "lm" else SETTINGS)
         check_range("horizon", self.horizon, 1)
         check_range("tune_budget", self.tune_budget, 0)
         check_range("workers", self.workers, 1, 64)
@@ -69,12 +73,15 @@ class CompareConfig:
                               f"'learned' ({sorted(self.learned)})")
 
 
-def setting_env(env: EnvSpec, horizon: int, setting: str) -> tuple[EnvSpec, int]:
+def setting_env(env: EnvSpec, horizon: int, setting: str, unseen_skill: str = "perim"
+                ) -> tuple[EnvSpec, int]:
     """The environment and horizon of a generalization setting."""
     if setting == "main":
         return env, horizon
     if setting == "unseen_init":
         return env.with_options(pretrain_recipe="sgd_long"), horizon
+    if setting == "unseen_skill":
+        return env.with_options(skill=unseen_skill), horizon
     if setting in ("shift", "noise", "split"):
         return env.with_options(variant=setting), horizon
     if setting == "long3x":
@@ -83,16 +90,18 @@ def setting_env(env: EnvSpec, horizon: int, setting: str) -> tuple[EnvSpec, int]
 
 
 def tune_baseline(name: str, env: EnvSpec, horizon: int, seeds: list[int], budget: int,
-                  ev: Evaluator, progress: bool = True) -> dict[str, Any]:
+                  ev: Evaluator, progress: bool = True, objective: str = "train") -> dict[str, Any]:
     """Grid search with at most ``budget`` inner runs; the winner minimizes the mean over
-    ``seeds`` of log(mean training loss), the meta-training objective."""
+    ``seeds`` of the meta-training objective (log of the mean training loss, or of the held-out
+    loss for the validation objectives)."""
     grid = search_grid(name, max(1, budget // len(seeds)))
-    tasks = [Task(env, OptSpec(name, hp), s, horizon) for hp in grid for s in seeds]
+    tasks = [Task(env, OptSpec(name, hp), s, horizon, objective=objective)
+             for hp in grid for s in seeds]
     res = ev.map(tasks, desc=f"tune {name}", progress=progress)
     scores = []
     for i, hp in enumerate(grid):
         rs = res[i * len(seeds):(i + 1) * len(seeds)]
-        scores.append(float(np.mean([meta_objective(r) for r in rs])))
+        scores.append(float(np.mean([meta_objective(r, objective) for r in rs])))
     best = int(np.argmin(scores))
     return {"hparams": grid[best], "objective": scores[best], "n_configs": len(grid),
             "inner_runs": len(tasks),
@@ -114,7 +123,14 @@ def paired_stats(ours: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict
     def p_value(x: np.ndarray, y: np.ndarray) -> float:
         return float(wilcoxon(x, y).pvalue) if np.any(x != y) else 1.0
 
-    return {"train_loss_reduction": float(1 - a.mean() / b.mean()),
+    extra = {}
+    if all("test_loss" in r for r in ours + base):
+        ta = np.array([r["test_loss"] for r in ours])
+        tb = np.array([r["test_loss"] for r in base])
+        ok_l = ~(np.isnan(ta) | np.isnan(tb))
+        extra = {"test_loss_reduction": float(1 - np.nanmean(ta) / np.nanmean(tb)),
+                 "test_loss_wilcoxon_p": p_value(ta[ok_l], tb[ok_l])}
+    return {**extra, "train_loss_reduction": float(1 - a.mean() / b.mean()),
             "test_acc_delta": float(100 * (np.nanmean(acc_a) - np.nanmean(acc_b))),
             "wilcoxon_p": p_value(a, b), "acc_wilcoxon_p": p_value(acc_a[ok], acc_b[ok]),
             "wins": int((a < b).sum()), "n": len(a)}
@@ -133,6 +149,8 @@ def summarize(results: dict[str, list[dict[str, Any]]], baselines: list[str],
                      "diverged": int(sum(r["diverged"] for r in rs))}
     best = min(baselines, key=lambda b: per[b]["mean_train_loss"])
     vs = {name: {"vs_best": paired_stats(results[name], results[best]),
+        if all("test_loss" in r for r in rs):  # environments with a held-out loss
+            per[name]["test_loss"] = float(np.nanmean([r["test_loss"] for r in rs]))
                  "vs": {b: paired_stats(results[name], results[b]) for b in baselines}}
           for name in learned}
     return {"optimizers": per, "best_baseline": best, "learned": vs}
@@ -196,7 +214,7 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, evaluator: Evaluator | N
         for b in cfg.baselines:
             if b not in tuning:
                 tuning[b] = tune_baseline(b, cfg.env, cfg.horizon, cfg.tune_seeds, budget, ev,
-                                          progress)
+                                          progress, cfg.objective)
                 atomic_write_json(tuning_path, tuning)
                 log.info("tuned %s: %s", b, tuning[b]["hparams"])
         specs = {b: OptSpec(b, tuning[b]["hparams"]) for b in cfg.baselines}
@@ -207,7 +225,7 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, evaluator: Evaluator | N
             if path.exists():
                 results = read_json(path)
             else:
-                env, horizon = setting_env(cfg.env, cfg.horizon, setting)
+                env, horizon = setting_env(cfg.env, cfg.horizon, setting, cfg.unseen_skill)
                 tasks = [Task(env, spec, s, horizon, curve=True)
                          for spec in specs.values() for s in cfg.test_seeds]
                 res = ev.map(tasks, desc=f"eval {setting}", progress=progress)

@@ -44,6 +44,10 @@ class Environment(Protocol):
     def test_accuracy(self, model: nn.Module) -> float:
         """Accuracy (0..1) on the held-out test split."""
 
+    def val_batches(self, seed: int) -> Iterator[Any]:
+        """An endless, seed-deterministic stream of held-out batches (disjoint from the training
+        and test data) for the validation meta-objective."""
+
 
 @dataclass
 class DigitsConfig:
@@ -60,6 +64,7 @@ class DigitsConfig:
     variant: str = "none"  # fine-tuning data: none | shift (1 px) | noise | split (evens→odds)
     noise_std: float = 0.15  # on pixels scaled to [0, 1]
     split_seed: int = 0  # the fixed train/test split of the fine-tuning classes
+    val_fraction: float = 0.0  # of the training split held out for the validation objective
 
     def __post_init__(self) -> None:
         check_choice("variant", self.variant, VARIANTS)
@@ -77,6 +82,7 @@ class DigitsConfig:
         check_range("batch_size", self.batch_size, 0)
         check_range("test_fraction", self.test_fraction, 0.05, 0.95)
         check_range("noise_std", self.noise_std, 0.0)
+        check_range("val_fraction", self.val_fraction, 0.0, 0.8)
 
     def resolved(self) -> "DigitsConfig":
         """The ``split`` variant: pretrain on even digits, fine-tune on odd ones."""
@@ -149,6 +155,9 @@ class DigitsEnv:
         perm = np.random.default_rng(cfg.split_seed).permutation(len(yf))
         n_test = int(round(len(yf) * cfg.test_fraction))
         te, tr = perm[:n_test], perm[n_test:]
+        n_val = int(round(len(tr) * cfg.val_fraction))
+        va, tr = tr[:n_val], tr[n_val:]
+        self.x_val, self.y_val = torch.from_numpy(xf[va]), torch.from_numpy(yf[va])
         self.x_train, self.y_train = torch.from_numpy(xf[tr]), torch.from_numpy(yf[tr])
         self.x_test, self.y_test = torch.from_numpy(xf[te]), torch.from_numpy(yf[te])
         self.n_pre, self.n_out = len(cfg.pretrain_classes), len(cfg.classes)
@@ -201,6 +210,13 @@ class DigitsEnv:
                 idx = perm[i:i + bs]
                 yield self.x_train[idx], self.y_train[idx]
 
+    def val_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of the held-out validation split (``val_fraction`` of the training split)."""
+        if len(self.y_val) == 0:
+            raise ValueError(f"{self.name} has no validation split: a validation objective "
+                             "needs env.options.val_fraction > 0")
+        return _stream(self.x_val, self.y_val, self._cfg.batch_size, 15_485_863 * seed + 29)
+
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
         return nn.functional.cross_entropy(model(x), y)
@@ -210,10 +226,32 @@ class DigitsEnv:
         return float((model(self.x_test).argmax(-1) == self.y_test).float().mean())
 
 
+def _stream(x: torch.Tensor, y: torch.Tensor, bs: int, seed: int
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled batches of (x, y) (the whole set when ``bs`` is 0 or too large)."""
+    n = len(y)
+    if bs == 0 or bs >= n:
+        while True:
+            yield x, y
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n - bs + 1, bs):
+            idx = perm[i:i + bs]
+            yield x[idx], y[idx]
+
+
 # Environments by name: (config dataclass, builder). A SkillMath/tiny-Llama fine-tuning
 # environment registers here with its own config class.
-ENVIRONMENTS: dict[str, tuple[type, Callable[[Any], Environment]]] = {
+def _lm_env(config: Any) -> Environment:
+    from reasonlab.optim.lm_env import LMEnv
+
+    return LMEnv(config)
+
+
+ENVIRONMENTS: dict[str, tuple[Any, Callable[[Any], Environment]]] = {
     "digits": (DigitsConfig, DigitsEnv),
+    "lm": (None, _lm_env),  # the config class is resolved on first use (lm_env imports more)
 }
 
 
@@ -230,7 +268,10 @@ class EnvSpec:
         self.config()
 
     def config(self) -> Any:
-        return from_dict(ENVIRONMENTS[self.name][0], dict(self.options), prefix="env.options.")
+        cls = ENVIRONMENTS[self.name][0]
+        if cls is None and self.name == "lm":
+            from reasonlab.optim.lm_env import LMEnvConfig as cls
+        return from_dict(cls, dict(self.options), prefix="env.options.")
 
     def with_options(self, **kw: Any) -> "EnvSpec":
         return EnvSpec(self.name, {**self.options, **kw})

@@ -24,13 +24,15 @@ from reasonlab.optim.baselines import build_baseline
 from reasonlab.optim.envs import EnvSpec, make_env, one_thread
 from reasonlab.optim.l3rs import L3RS, L3RSConfig, MetaModel
 
+OBJECTIVES = ("train", "val_mean", "val_final")
 LOSS_CAP = 5.0  # a step's loss counts at most LOSS_CAP × the initial loss; beyond it: diverged
 
 
 @dataclass
 class OptSpec:
-    """``kind`` is ``"l3rs"`` (with ``l3rs`` config dict, ``n_layers`` and ``theta``) or the name
-    of a baseline (with ``hparams``)."""
+    """``kind`` is ``"l3rs"`` (with ``l3rs`` config dict, ``n_layers`` and ``theta``), ``"lopt"``
+    (the general per-parameter MLP learned optimizer: its config dict in ``l3rs`` and ``theta``)
+    or the name of a baseline (with ``hparams``)."""
 
     kind: str
     hparams: dict[str, Any] = field(default_factory=dict)
@@ -39,9 +41,12 @@ class OptSpec:
     theta: Any = None
 
     @classmethod
-    def from_meta(cls, meta: MetaModel, theta: Any = None) -> "OptSpec":
-        """L3RS with ``meta``'s config and parameters (or the vector ``theta`` in its layout)."""
+    def from_meta(cls, meta: Any, theta: Any = None) -> "OptSpec":
+        """The learned optimizer of ``meta`` (an L3RS ``MetaModel`` or an ``LOptModel``) with its
+        parameters (or the vector ``theta`` in its layout)."""
         theta = meta.theta.numpy().copy() if theta is None else np.asarray(theta, np.float64)
+        if not isinstance(meta, MetaModel):
+            return cls("lopt", l3rs=dataclasses.asdict(meta.config), theta=theta)
         return cls("l3rs", l3rs=dataclasses.asdict(meta.config), n_layers=meta.n_layers,
                    theta=theta)
 
@@ -49,6 +54,10 @@ class OptSpec:
         if self.kind == "l3rs":
             meta = MetaModel(L3RSConfig(**self.l3rs), self.n_layers, self.theta)
             return L3RS(params, meta, horizon=horizon), None
+        if self.kind == "lopt":
+            from reasonlab.optim.lopt import LOptConfig, LOptModel, MLPLOpt
+
+            return MLPLOpt(params, LOptModel(LOptConfig(**self.l3rs), self.theta)), None
         return build_baseline(self.kind, params, self.hparams, horizon)
 
 
@@ -60,6 +69,8 @@ class Task:
     steps: int
     curve: bool = False  # keep the per-step losses
     timing: bool = False  # time each step
+    objective: str = "train"  # val_*: also measure the loss on held-out batches
+    val_every: int = 10  # steps between held-out evaluations (and one at the end)
 
 
 def run_inner(task: Task) -> dict[str, Any]:
@@ -77,6 +88,9 @@ def _run_inner(task: Task) -> dict[str, Any]:
     batches = env.batches(task.seed)
     losses = np.empty(task.steps)
     cap, diverged, t_step, t_opt = math.inf, False, 0.0, 0.0
+    val = task.objective != "train"
+    val_batches = env.val_batches(task.seed) if val else None
+    val_losses: list[float] = []
     for t in range(task.steps):
         batch = next(batches)
         t0 = time.perf_counter()
@@ -100,11 +114,21 @@ def _run_inner(task: Task) -> dict[str, Any]:
         if sched is not None:
             sched.step()
         t_step += time.perf_counter() - t0
+        if val and ((t + 1) % task.val_every == 0 or t + 1 == task.steps):
+            val_losses.append(_held_out_loss(env, model, next(val_batches), cap))
     out: dict[str, Any] = {
         "mean_loss": float(losses.mean()), "final_loss": float(losses[-1]),
         "test_acc": float("nan") if diverged else env.test_accuracy(model),
         "diverged": diverged, "seed": task.seed,
     }
+    if hasattr(env, "test_loss"):  # environments with a held-out loss report it beside accuracy
+        out["test_loss"] = float("nan") if diverged else float(env.test_loss(model))
+    if val:  # a diverged run counts its missing evaluations at the cap
+        n_eval = len(range(task.val_every - 1, task.steps, task.val_every)) + (
+            task.steps % task.val_every != 0)
+        val_losses += [cap] * (n_eval - len(val_losses))
+        out["val_mean"] = float(np.mean(val_losses))
+        out["val_final"] = float(val_losses[-1])
     if task.curve:
         out["losses"] = losses.tolist()
     if task.timing:  # wall seconds per step: the whole step, and the optimizer's part
@@ -113,9 +137,23 @@ def _run_inner(task: Task) -> dict[str, Any]:
     return out
 
 
-def meta_objective(result: dict[str, Any]) -> float:
-    """What ES minimizes: log of the mean training loss (scale-free across seeds)."""
-    return math.log(max(result["mean_loss"], 1e-12))
+@torch.no_grad()
+def _held_out_loss(env: Any, model: torch.nn.Module, batch: Any, cap: float) -> float:
+    """The loss on one held-out batch, capped like the training loss (a diverged value counts
+    as the cap)."""
+    v = float(env.loss(model, batch))
+    return v if math.isfinite(v) and v <= cap else cap
+
+
+def meta_objective(result: dict[str, Any], objective: str = "train") -> float:
+    """What ES minimizes (and baselines are tuned on): the log (scale-free across seeds) of the
+    mean training loss over the unroll, or of the held-out loss averaged along the unroll
+    (``val_mean``) or at its end (``val_final``)."""
+    key = {"train": "mean_loss", "val_mean": "val_mean", "val_final": "val_final"}[objective]
+    if key not in result:
+        raise ValueError(f"objective '{objective}' needs inner runs with held-out losses "
+                         f"(Task(objective='{objective}'))")
+    return math.log(max(result[key], 1e-12))
 
 
 def _init_worker() -> None:
