@@ -10,6 +10,15 @@ and the generalization settings (unseen pretrained checkpoints, shifted / noisy 
     python benchmarks/l3rs_compare.py --quick      # a few minutes
     python benchmarks/l3rs_compare.py              # the full benchmark
 
+Further stages add keys to the same result file (each keeps the others' keys):
+
+    python benchmarks/l3rs_compare.py --stage step_time      # step time vs Adam (digits, LM)
+    python benchmarks/l3rs_compare.py --stage val_objective  # held-out meta-objective, 5 settings
+    python benchmarks/l3rs_compare.py --stage lm             # herd-xs fine-tuned on a new skill
+    python benchmarks/l3rs_compare.py --stage general_lopt   # vs the per-parameter MLP optimizer
+
+``--seeds N`` sets the paired test seeds of the new stages (the result records ``n_seeds``).
+
 Run directories go under ``runs/bench_l3rs[_quick]``; a killed benchmark resumes where it stopped
 (the reported wall and CPU times add up all invocations on the directory).
 """
@@ -22,18 +31,26 @@ import logging
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+import numpy as np
+
 from reasonlab.config import load_config
-from reasonlab.optim.compare import SETTINGS, CompareConfig, run_compare
-from reasonlab.optim.es import MetaTrainConfig, load_meta_run, meta_train
+from reasonlab.optim.compare import SETTINGS, CompareConfig, paired_stats, run_compare
+from reasonlab.optim.envs import EnvSpec
+from reasonlab.optim.es import MetaTrainConfig, count_layers, load_meta_run, meta_train
 from reasonlab.optim.inner import Evaluator, OptSpec, step_times
+from reasonlab.optim.l3rs import MetaModel
 from reasonlab.runs import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import print_table  # noqa: E402
 ABLATIONS = {  # label -> l3rs config overrides
     "ablate_step_only": ["l3rs.mix_mode=uniform"],  # λ learned, mix fixed uniform
     "ablate_mix_only": ["l3rs.step_mode=constant"],  # μ learned, one constant step
@@ -66,13 +83,197 @@ def _pick(stats: dict) -> dict:
             "acc_wilcoxon_p": float(f"{v['acc_wilcoxon_p']:.3g}"), "wins": f"{v['wins']}/{v['n']}"}
 
 
+def _meta_cfg(config_file: Path, sets: list[str]) -> MetaTrainConfig:
+    return load_config(MetaTrainConfig, config_file, sets)
+
+
+def _lm_env(skill: str = "avg") -> EnvSpec:
+    return EnvSpec("lm", {"model": "herd-xs", "skill": skill, "n_train": 256, "n_val": 64,
+                          "n_test": 64, "batch_size": 8})
+
+
+def _update(results_path: Path, **keys) -> dict:
+    """Add ``keys`` to the result file, keeping every other key."""
+    old = read_json(results_path) if results_path.exists() else {"benchmark": "l3rs_compare"}
+    old.update(keys)
+    atomic_write_json(results_path, old)
+    return old
+
+
+def stage_step_time(args, out: Path, results_path: Path) -> None:
+    """Fastest of interleaved runs, one thread, L3RS (meta-parameters of the main run when it
+    exists, else a fixed draw) vs Adam on the digits MLP and on the language model."""
+    rows, keys = [], {}
+    for label, env, steps, repeats in (("digits", EnvSpec("digits", {"batch_size": 64,
+                                                                     "hidden": [64, 64]}), 100, 15),
+                                       ("lm", _lm_env(), 20, 5)):
+        if label == "lm" and args.no_lm:
+            continue
+        n = count_layers(env, 0)
+        meta_dir = out / "meta_l3rs"
+        if label == "digits" and (meta_dir / "meta.safetensors").exists():
+            meta = load_meta_run(meta_dir)
+        else:
+            cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", [])
+            meta = MetaModel(cfg.l3rs, n)
+            meta.theta.copy_(torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, meta.size)))
+        times = step_times(env, {"adam": OptSpec("adam", {"lr": 1e-3}),
+                                 "l3rs": OptSpec.from_meta(meta)}, steps=steps, repeats=repeats)
+        ratio = times["l3rs"]["step_s"] / times["adam"]["step_s"]
+        opt_ratio = times["l3rs"]["optimizer_step_s"] / times["adam"]["optimizer_step_s"]
+        suffix = "" if label == "digits" else "_lm"
+        keys[f"step_time_vs_adam{suffix}"] = round(ratio, 3)
+        keys[f"optimizer_step_time_vs_adam{suffix}"] = round(opt_ratio, 3)
+        keys[f"step_times_ms{suffix}"] = {k: {kk.replace("step_s", "step_ms"): round(1e3 * vv, 4)
+                                              for kk, vv in v.items()} for k, v in times.items()}
+        rows.append((label, f"{1e3 * times['adam']['step_s']:.3f}",
+                     f"{1e3 * times['l3rs']['step_s']:.3f}", f"{ratio:.2f}x", f"{opt_ratio:.2f}x"))
+    keys["step_time_note"] = (f"fastest of interleaved runs per optimizer ({args.threads} thread), "
+                              "Adam vs L3RS (4 normalized directions, state features) on the "
+                              "digits MLP (100-step runs, 15 repeats) and on herd-xs fine-tuning "
+                              "(20-step runs, 5 repeats); the machine is shared with other jobs, "
+                              "so the ratio varies from one measurement to the next")
+    keys["threads"] = args.threads
+    _update(results_path, **keys)
+    print_table(rows, ("environment", "adam ms/step", "l3rs ms/step", "step ratio",
+                       "optimizer.step ratio"))
+
+
+def _compare_block(cmp: dict, label: str, settings: list[str]) -> dict:
+    s = cmp["settings"]
+    return {st: {**_pick(s[st]["learned"][label]), "best_baseline": s[st]["best_baseline"],
+                 **({"test_loss_reduction_vs_best_baseline": round(
+                     s[st]["learned"][label]["vs_best"]["test_loss_reduction"], 4)}
+                    if "test_loss_reduction" in s[st]["learned"][label]["vs_best"] else {})}
+            for st in settings}
+
+
+def stage_val_objective(args, out: Path, results_path: Path) -> None:
+    """L3RS meta-trained on the held-out loss at the end of the unroll (digits with a 20%
+    validation split of the training data), baselines tuned on the same objective, the five
+    generalization settings re-run."""
+    name = "quick" if args.quick else "full"
+    sets = [f"es.workers={args.workers}", "es.objective=val_final",
+            "env.options.val_fraction=0.2"]
+    cfg = _meta_cfg(ROOT / "configs" / f"optimizer_{name}.yaml", sets)
+    meta_train(cfg, out / "meta_l3rs_val", progress=not args.no_progress)
+    seeds = TEST_SEEDS[:args.seeds]
+    cc = CompareConfig(seed=cfg.seed, env=cfg.env, horizon=cfg.es.horizon,
+                       tune_seeds=list(cfg.es.train_seeds), test_seeds=seeds,
+                       learned={"l3rs_val": str(out / "meta_l3rs_val")}, settings=list(SETTINGS),
+                       workers=args.workers, objective="val_final")
+    cmp = run_compare(cc, out / "compare_val", progress=not args.no_progress)
+    block = _compare_block(cmp, "l3rs_val", list(SETTINGS))
+    _update(results_path, val_objective_generalization=block,
+            val_objective={"objective": "val_final", "val_fraction": 0.2, "n_seeds": len(seeds),
+                           "es_steps": cfg.es.steps, "es_pairs": cfg.es.pairs})
+    print_table([(st, f"{100 * v['train_loss_reduction_vs_best_baseline']:+.1f}%",
+                  f"{v['test_acc_delta_vs_best_baseline']:+.2f}", v["acc_wilcoxon_p"],
+                  v["best_baseline"]) for st, v in block.items()],
+                ("setting", "train loss vs best", "acc delta (pts)", "acc p", "best baseline"))
+
+
+def _lm_meta_cfg(args, learner: str = "l3rs") -> MetaTrainConfig:
+    sets = [f"es.workers={args.workers}", f"es.steps={args.lm_es_steps}",
+            f"es.pairs={args.lm_pairs}", f"es.horizon={args.lm_horizon}",
+            "es.train_seeds=[0,1,2,3]", f"learner={learner}"]
+    cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", sets)
+    cfg.env = _lm_env()
+    return cfg
+
+
+def stage_lm(args, out: Path, results_path: Path) -> None:
+    """L3RS on herd-xs fine-tuned on ``avg`` (a skill outside its six) vs the baselines tuned
+    with the same number of inner runs; ``perim`` is the unseen skill."""
+    cfg = _lm_meta_cfg(args)
+    meta_train(cfg, out / "meta_l3rs_lm", progress=not args.no_progress)
+    seeds = TEST_SEEDS[:args.seeds]
+    settings = ["main", "unseen_skill"]
+    learned = {"l3rs": str(out / "meta_l3rs_lm")}
+    if (out / "meta_lopt" / "results.json").exists():
+        learned["general_lopt"] = str(out / "meta_lopt")
+    cc = CompareConfig(seed=cfg.seed, env=cfg.env, horizon=cfg.es.horizon,
+                       tune_seeds=list(cfg.es.train_seeds), test_seeds=seeds, learned=learned,
+                       reference="l3rs", settings=settings, workers=args.workers)
+    cmp = run_compare(cc, out / "compare_lm", progress=not args.no_progress)
+    block = _compare_block(cmp, "l3rs", settings)
+    main_ = block["main"]
+    _update(results_path, lm={**main_, "n_seeds": len(seeds), "unseen_skill": block["unseen_skill"],
+                              "model": "herd-xs", "skill": "avg", "unseen_skill_name": "perim",
+                              "inner_steps": cfg.es.horizon, "es_steps": cfg.es.steps,
+                              "es_pairs": cfg.es.pairs, "tune_budget": cmp["tune_budget"],
+                              "table": {st: cmp["settings"][st]["optimizers"] for st in settings}})
+    print_table([(st, f"{100 * v['train_loss_reduction_vs_best_baseline']:+.1f}%",
+                  v["wilcoxon_p"], f"{v['test_acc_delta_vs_best_baseline']:+.2f}",
+                  v["acc_wilcoxon_p"], v["best_baseline"]) for st, v in block.items()],
+                ("setting", "train loss vs best", "p", "acc delta (pts)", "acc p", "best"))
+
+
+def stage_general_lopt(args, out: Path, results_path: Path) -> None:
+    """The per-parameter MLP learned optimizer meta-trained on a distribution of digits tasks
+    (three architectures, three data variants, horizons 50-150) with the L3RS budget or more,
+    then compared with L3RS on the same seeds on digits (and the LM environment when its
+    comparison ran)."""
+    name = "quick" if args.quick else "full"
+    base = _meta_cfg(ROOT / "configs" / f"optimizer_{name}.yaml", [])
+    d = dict(base.env.options)
+    sets = [f"es.workers={args.workers}", "learner=lopt", "es.horizons=[50,100,150]",
+            "es.sigma=0.05"]
+    cfg = _meta_cfg(ROOT / "configs" / f"optimizer_{name}.yaml", sets)
+    cfg.extra_envs = [EnvSpec("digits", {**d, "hidden": [32]}),
+                      EnvSpec("digits", {**d, "hidden": [64, 64, 32]}),
+                      EnvSpec("digits", {**d, "variant": "noise"}),
+                      EnvSpec("digits", {**d, "variant": "split"})]
+    meta_train(cfg, out / "meta_lopt", progress=not args.no_progress)
+    seeds = TEST_SEEDS[:args.seeds]
+    cc = CompareConfig(seed=base.seed, env=base.env, horizon=base.es.horizon,
+                       tune_seeds=list(base.es.train_seeds), test_seeds=seeds,
+                       learned={"l3rs": str(out / "meta_l3rs"), "general_lopt": str(out / "meta_lopt")},
+                       reference="l3rs", settings=["main"], workers=args.workers,
+                       baselines=["adam"], tune_budget=16)
+    cmp = run_compare(cc, out / "compare_lopt", progress=not args.no_progress)
+    vs = {}
+    rs = read_json(out / "compare_lopt" / "eval_main.json")
+    st = paired_stats(rs["l3rs"], rs["general_lopt"])
+    vs["digits"] = {"train_loss_reduction": round(st["train_loss_reduction"], 4),
+                    "test_acc_delta": round(st["test_acc_delta"], 3),
+                    "wilcoxon_p": float(f"{st['wilcoxon_p']:.3g}"),
+                    "acc_wilcoxon_p": float(f"{st['acc_wilcoxon_p']:.3g}"), "n_seeds": len(seeds)}
+    lm_eval = out / "compare_lm" / "eval_main.json"
+    if lm_eval.exists() and "general_lopt" in read_json(lm_eval):
+        r = read_json(lm_eval)
+        st = paired_stats(r["l3rs"], r["general_lopt"])
+        vs["lm"] = {"train_loss_reduction": round(st["train_loss_reduction"], 4),
+                    "test_acc_delta": round(st["test_acc_delta"], 3),
+                    "wilcoxon_p": float(f"{st['wilcoxon_p']:.3g}"),
+                    "n_seeds": len(r["l3rs"])}
+    lres = read_json(out / "meta_lopt" / "results.json")
+    _update(results_path, vs_general_lopt=vs,
+            general_lopt={"n_meta_params": lres["n_meta_params"], "inner_runs": lres["inner_runs"],
+                          "n_envs": lres["n_envs"], "horizons": lres["horizons"]})
+    print_table([(k, f"{100 * v['train_loss_reduction']:+.1f}%", f"{v['test_acc_delta']:+.2f}",
+                  v["wilcoxon_p"]) for k, v in vs.items()],
+                ("environment", "L3RS loss vs general", "acc delta (pts)", "p"))
+    del cmp
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="30 ES steps of 4 pairs (minutes)")
     ap.add_argument("--out", type=Path, default=None, help="run directory root")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--results", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--stage", default="main",
+                    choices=["main", "step_time", "val_objective", "lm", "general_lopt"])
+    ap.add_argument("--seeds", type=int, default=16, help="paired test seeds of the new stages")
+    ap.add_argument("--lm-es-steps", type=int, default=40)
+    ap.add_argument("--lm-pairs", type=int, default=4)
+    ap.add_argument("--lm-horizon", type=int, default=40)
+    ap.add_argument("--no-lm", action="store_true", help="step_time: digits only")
+    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     name = "quick" if args.quick else "full"
     out = args.out or ROOT / "runs" / f"bench_l3rs{'_quick' if args.quick else ''}"
@@ -81,6 +282,13 @@ def main() -> None:
     config_file = ROOT / "configs" / f"optimizer_{name}.yaml"
     workers = [f"es.workers={args.workers}"]
     t0, c0 = time.time(), _cpu_seconds()
+    stages = {"step_time": stage_step_time, "val_objective": stage_val_objective,
+              "lm": stage_lm, "general_lopt": stage_general_lopt}
+    if args.stage in stages:
+        stages[args.stage](args, out, results_path)
+        print(f"stage {args.stage}: wall {time.time() - t0:.0f} s, "
+              f"CPU {_cpu_seconds() - c0:.0f} s -> {results_path}")
+        return
 
     variants = {"l3rs": load_config(MetaTrainConfig, config_file, workers)}
     for label, sets in ABLATIONS.items():
@@ -174,6 +382,10 @@ def main() -> None:
     result["wall_time_s"] = round(sum(i["wall_s"] for i in timing["invocations"]), 1)
     result["cpu_time_s"] = round(sum(i["cpu_s"] for i in timing["invocations"]), 1)
     result["invocations"] = timing["invocations"]
+    result["threads"] = args.threads
+    if results_path.exists():  # keep the keys the other stages wrote
+        old = read_json(results_path)
+        result = {**{k: v for k, v in old.items() if k not in result}, **result}
     atomic_write_json(results_path, result)
     print((out / "compare" / "table.md").read_text())
     print(f"L3RS vs best baseline ({result['best_baseline']}) in the meta-training environment: "
