@@ -124,10 +124,12 @@ ENTRIES: list[Entry] = [
     Entry("l3rs_compare", "l3rs_compare", "Learned optimizer (L3RS)",
           lambda d: f"training loss {pct(d.get('train_loss_reduction_vs_best_baseline'))} lower "
                     f"than the best tuned baseline ({d.get('best_baseline')}), wins {d.get('wins')}, "
-                    f"Wilcoxon p {n(d.get('wilcoxon_p'))}",
+                    f"Wilcoxon p {n(d.get('wilcoxon_p'))}; step time {n(d.get('step_time_vs_adam'))}× "
+                    f"Adam (LM {n(d.get('step_time_vs_adam_lm'))}×); LM setting: "
+                    f"{pct((d.get('lm') or {}).get('train_loss_reduction_vs_best_baseline'))}",
           "beats tuned Adam in its environment; prototype ~25% lower loss (arXiv:2408.09310)",
           "Adam, Adam+cosine, SGD+momentum, NSGD+decay, LAMB tuned with equal budget",
-          "python benchmarks/l3rs_compare.py"),
+          "python benchmarks/l3rs_compare.py [--stage step_time|val_objective|lm|general_lopt]"),
     Entry("gcg_probe", "gcg_probe", "GCG with probe sampling",
           lambda d: f"{iv(d, 'target_forward_ratio')}× fewer target forwards, wall time "
                     f"{iv(d, 'wall_time_ratio')}×; {n(d.get('nanogcg_step_time_ratio'))}× faster "
