@@ -29,7 +29,7 @@ def _torchrun(out, extra=()):
             *extra]
     for s in SETS:
         args += ["--set", s]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
