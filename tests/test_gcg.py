@@ -328,3 +328,75 @@ def test_runner_universal_mode_one_suffix_for_all(micro_cache):
     assert res["n_attacked"] == 2 and recs[0]["suffix_ids"] == recs[1]["suffix_ids"]
     fwd = recs[0]["target_forwards"]  # every candidate and gradient pass counted once per prompt
     assert fwd == recs[0]["curve"][-1]["target_forwards"] and fwd % 2 == 0
+
+
+# ---------------------------------------------------------------- speed: no redundant forwards
+class _CountingModel(torch.nn.Module):
+    """Counts forwards by the number of input positions (the prefix run is the long one)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.lengths = inner, []
+        self.config = inner.config
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+    def forward(self, input_ids=None, cache=None, past_key_values=None, **kw):
+        x = input_ids if input_ids is not None else kw["inputs_embeds"]
+        self.lengths.append(x.shape[1])
+        return self.inner(input_ids=input_ids, cache=cache if cache is not None else past_key_values, **kw)
+
+
+def test_prefix_runs_once_per_attack_and_early_stop_costs_no_forward(tok, model):
+    from reasonlab.lm.logprobs import prefix_state
+
+    p = encode_prompt(tok, MSG, TARGET)
+    counting = _CountingModel(model)
+    cfg = small_cfg(num_steps=4, early_stop=True, probe=ProbeConfig(True, 8, 8))
+    res = GCG(counting, tok, cfg, draft=(model, tok)).run(MSG, TARGET)
+    # the target runs the part before the suffix once for the whole attack; every other forward
+    # (gradients, probe and filtered candidates) starts at the suffix
+    tail = len(tok(cfg.optim_str_init, add_special_tokens=False)["input_ids"]) + \
+        p.after.numel() + p.target.numel()
+    assert counting.lengths[0] == p.before.numel() and set(counting.lengths[1:]) == {tail}
+    # per step a gradient, the probe set and the filtered set (unless the probe set held it)
+    assert 1 + 2 * len(res.steps) <= len(counting.lengths) <= 1 + 3 * len(res.steps)
+    # the early-stop check reuses the winner's scoring forward: nothing counted after the step
+    assert res.target_forwards == res.steps[-1].target_forwards
+    # the gradient through the cached prefix equals the full-sequence gradient
+    suffix = torch.tensor(tok("x y x y", add_special_tokens=False)["input_ids"])
+    from reasonlab.attacks.gcg import suffix_grad
+
+    g0, l0 = suffix_grad(model, p, suffix)
+    g1, l1 = suffix_grad(model, p, suffix, prefix=prefix_state(model, p.before))
+    assert l1 == pytest.approx(l0, abs=1e-5) and torch.allclose(g0, g1, atol=1e-5)
+
+
+def test_exact_match_flags_equal_greedy_decoding(tok):
+    from reasonlab.attacks.gcg import greedy_reproduces, target_scores
+
+    m = micro_model(tok, seed=0)
+    p = encode_prompt(tok, MSG, TARGET)
+    suffix = torch.tensor(tok("x x x x x x", add_special_tokens=False)["input_ids"])
+    ids = torch.cat([p.before, suffix, p.after, p.target]).view(1, -1)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(60):  # learn the target after this one suffix only
+        loss = m(ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    other = tok("a b c d e", add_special_tokens=False)["input_ids"]
+    cands = suffix.repeat(len(other) + 1, 1)
+    cands[1:, 2] = torch.tensor(other)
+    want = [greedy_reproduces(m, p, c) for c in cands]
+    assert any(want)
+    for cache in (True, False):
+        lv, ok = target_scores(m, p, cands, batch_size=4, use_prefix_cache=cache)
+        assert ok.tolist() == want
+        assert torch.allclose(lv, target_losses(m, p, cands, batch_size=64), atol=1e-5)
+    res = GCG(m, tok, small_cfg(num_steps=20, early_stop=True)).run(MSG, TARGET)
+    assert res.stopped_early
+    assert greedy_reproduces(m, p, torch.tensor(res.best_ids))
+    assert res.target_forwards == sum(s.n_candidates for s in res.steps) + len(res.steps)

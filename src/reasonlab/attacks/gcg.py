@@ -33,7 +33,8 @@ from typing import Callable, Sequence
 import torch
 
 from reasonlab.config import ConfigError, check_range
-from reasonlab.lm.logprobs import batched_target_loss, forward_logits, onehot_grad
+from reasonlab.lm.logprobs import (PrefixState, batched_target_scores, forward_logits, onehot_grad,
+                                   prefix_state)
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +183,21 @@ def retokenizes(tokenizer, ids: Sequence[int]) -> bool:
 
 
 def filter_candidates(tokenizer, cands: torch.Tensor) -> torch.Tensor:
-    """The rows of ``cands`` that survive decode → encode (duplicates dropped, order kept)."""
-    keep, seen = [], set()
+    """The rows of ``cands`` that survive decode → encode (duplicates dropped, order kept).
+
+    One batched decode and one batched encode for all rows (what :func:`retokenizes` checks row
+    by row)."""
+    rows, seen = [], set()
     for row in cands.tolist():
         key = tuple(row)
-        if key in seen:
-            continue
-        seen.add(key)
-        if retokenizes(tokenizer, row):
-            keep.append(row)
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    if not rows:
+        return cands.new_zeros((0, cands.shape[1]))
+    texts = tokenizer.batch_decode(rows)
+    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    keep = [row for row, e in zip(rows, enc) if list(e) == row]
     return torch.tensor(keep, dtype=torch.long).view(-1, cands.shape[1])
 
 
@@ -203,24 +210,46 @@ def prompt_rows(p: PromptIds, suffixes: torch.Tensor) -> tuple[torch.Tensor, sli
     return rows, slice(start, start + p.target.numel())
 
 
-def target_losses(model, p: PromptIds, suffixes: torch.Tensor, *, batch_size: int,
-                  use_prefix_cache: bool = True) -> torch.Tensor:
-    """Mean CE of the target after each suffix in ``suffixes`` ``[B, L]`` -> ``[B]`` (no grad).
+def target_scores(model, p: PromptIds, suffixes: torch.Tensor, *, batch_size: int,
+                  use_prefix_cache: bool = True, prefix: PrefixState | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean CE of the target after each suffix in ``suffixes`` ``[B, L]`` -> ``[B]`` (no grad),
+    and whether greedy decoding after each would reproduce the target exactly ``[B]``.
 
-    With ``use_prefix_cache`` the part before the suffix is run once and its KV cache reused;
-    chunks of ``batch_size`` rows, halved on out-of-memory (:func:`batched_target_loss`).
+    With ``use_prefix_cache`` the part before the suffix is not run again: its KV cache ``prefix``
+    (:func:`reasonlab.lm.logprobs.prefix_state` of ``p.before``; computed here when not given) is
+    reused; chunks of ``batch_size`` rows, halved on out-of-memory
+    (:func:`reasonlab.lm.logprobs.batched_target_scores`).
     """
     rows, tgt = prompt_rows(p, suffixes)
     if use_prefix_cache:
-        return batched_target_loss(model, rows, tgt, prefix_ids=p.before, batch_size=batch_size).cpu()
+        if prefix is None:
+            prefix = prefix_state(model, p.before)
+        lv, ok = batched_target_scores(model, rows, tgt, prefix=prefix, batch_size=batch_size)
+        return lv.cpu(), ok.cpu()
     full = torch.cat([p.before.view(1, -1).expand(rows.shape[0], -1), rows], dim=1)
     off = p.before.numel()
-    return batched_target_loss(model, full, slice(tgt.start + off, tgt.stop + off),
-                               batch_size=batch_size).cpu()
+    lv, ok = batched_target_scores(model, full, slice(tgt.start + off, tgt.stop + off),
+                                   batch_size=batch_size)
+    return lv.cpu(), ok.cpu()
 
 
-def suffix_grad(model, p: PromptIds, suffix: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """One-hot gradient ``[L, V]`` of the target loss w.r.t. the suffix, and that loss."""
+def target_losses(model, p: PromptIds, suffixes: torch.Tensor, *, batch_size: int,
+                  use_prefix_cache: bool = True, prefix: PrefixState | None = None) -> torch.Tensor:
+    """The losses of :func:`target_scores` ``[B]``."""
+    return target_scores(model, p, suffixes, batch_size=batch_size,
+                         use_prefix_cache=use_prefix_cache, prefix=prefix)[0]
+
+
+def suffix_grad(model, p: PromptIds, suffix: torch.Tensor, *, prefix: PrefixState | None = None
+                ) -> tuple[torch.Tensor, float]:
+    """One-hot gradient ``[L, V]`` of the target loss w.r.t. the suffix, and that loss; with
+    ``prefix`` (the KV cache of ``p.before``) only suffix, after and target are run."""
+    if prefix is not None:
+        ids = torch.cat([suffix, p.after, p.target])
+        t0 = suffix.numel() + p.after.numel()
+        return onehot_grad(model, ids, slice(0, suffix.numel()), slice(t0, t0 + p.target.numel()),
+                           prefix=prefix)
     ids = torch.cat([p.before, suffix, p.after, p.target])
     s0 = p.before.numel()
     t0 = s0 + suffix.numel() + p.after.numel()
@@ -290,54 +319,89 @@ class GCG:
         if cfg.probe.enabled and draft is None:
             raise ValueError("probe sampling needs a draft model: pass draft=(model, tokenizer)")
         self.draft = draft
+        self.draft_same_tokenizer = False
+        if draft is not None:
+            from reasonlab.attacks.probe import same_tokenizer
+
+            self.draft_same_tokenizer = same_tokenizer(draft[1], tokenizer)
         self.eval_batch_size = cfg.eval_batch_size
         self.target_forwards = 0
         self.draft_forwards = 0
+        self._prefixes: dict[tuple[int, int], PrefixState] = {}
+
+    # -- prefix KV caches (the part before the suffix never changes during a run) -----------
+    def _prefix(self, model, p: PromptIds) -> PrefixState | None:
+        if not self.cfg.use_prefix_cache:
+            return None
+        key = (id(model), id(p))
+        if key not in self._prefixes:
+            self._prefixes[key] = prefix_state(model, p.before)
+        return self._prefixes[key]
 
     # -- losses ------------------------------------------------------------
-    def candidate_losses(self, prompts: Sequence[PromptIds], cands: torch.Tensor) -> torch.Tensor:
-        """Mean target loss over every (model, prompt) for each candidate ``[B]``."""
+    def candidate_scores(self, prompts: Sequence[PromptIds], cands: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean target loss over every (model, prompt) for each candidate ``[B]``, and whether
+        greedy decoding reproduces every target after it ``[B]``."""
         total = torch.zeros(cands.shape[0])
+        exact = torch.ones(cands.shape[0], dtype=torch.bool)
         for m in self.models:
             for p in prompts:
-                total += target_losses(m, p, cands, batch_size=self.eval_batch_size,
-                                       use_prefix_cache=self.cfg.use_prefix_cache)
+                lv, ok = target_scores(m, p, cands, batch_size=self.eval_batch_size,
+                                       use_prefix_cache=self.cfg.use_prefix_cache,
+                                       prefix=self._prefix(m, p))
+                total += lv
+                exact &= ok
         self.target_forwards += cands.shape[0] * len(self.models) * len(prompts)
-        return total / (len(self.models) * len(prompts))
+        return total / (len(self.models) * len(prompts)), exact
+
+    def candidate_losses(self, prompts: Sequence[PromptIds], cands: torch.Tensor) -> torch.Tensor:
+        """Mean target loss over every (model, prompt) for each candidate ``[B]``."""
+        return self.candidate_scores(prompts, cands)[0]
 
     def _grad(self, prompts: Sequence[PromptIds], suffix: torch.Tensor) -> tuple[torch.Tensor, float]:
         grad, loss = None, 0.0
         for m in self.models:
             for p in prompts:
-                g, lv = suffix_grad(m, p, suffix)
+                g, lv = suffix_grad(m, p, suffix, prefix=self._prefix(m, p))
                 g = g.float().cpu()
                 grad = g if grad is None else grad + g
                 loss += lv
         self.target_forwards += len(self.models) * len(prompts)
         return grad, loss / (len(self.models) * len(prompts))
 
-    def _reproduces(self, prompts: Sequence[PromptIds], suffix: torch.Tensor) -> bool:
-        self.target_forwards += len(self.models) * len(prompts)
-        return all(greedy_reproduces(m, p, suffix) for m in self.models for p in prompts)
-
     # -- one step ----------------------------------------------------------
     def select(self, prompts: Sequence[PromptIds], cands: torch.Tensor,
-               generator: torch.Generator, draft_prompts=None) -> tuple[int, float, float | None]:
-        """(index of the winner in ``cands``, its target loss, the agreement α or None)."""
+               generator: torch.Generator, draft_prompts=None
+               ) -> tuple[int, float, float | None, bool]:
+        """(index of the winner in ``cands``, its target loss, the agreement α or None, whether
+        greedy decoding after the winner reproduces every target).
+
+        The exact-match flag comes out of the same forward that scored the winner, so the early
+        stop costs no extra target pass."""
         if not self.cfg.probe.enabled:
-            losses = self.candidate_losses(prompts, cands)
+            losses, exact = self.candidate_scores(prompts, cands)
             i = int(losses.argmin())
-            return i, float(losses[i]), None
+            return i, float(losses[i]), None, bool(exact[i])
         from reasonlab.attacks.probe import draft_losses, probe_select
 
+        d_model = self.draft[0]
         d_losses = draft_losses(self.draft, draft_prompts, self.tokenizer, cands,
                                 batch_size=self.eval_batch_size,
-                                use_prefix_cache=self.cfg.use_prefix_cache)
+                                use_prefix_cache=self.cfg.use_prefix_cache,
+                                prefixes=[self._prefix(d_model, p) for p in draft_prompts],
+                                same_tok=self.draft_same_tokenizer)
         self.draft_forwards += cands.shape[0] * len(draft_prompts)
-        res = probe_select(d_losses, lambda idx: self.candidate_losses(prompts, cands[idx]),
-                           sampling_factor=self.cfg.probe.sampling_factor, r=self.cfg.probe.r,
-                           generator=generator)
-        return res.winner, res.winner_loss, res.alpha
+        exact: dict[int, bool] = {}
+
+        def score(idx: torch.Tensor) -> torch.Tensor:
+            lv, ok = self.candidate_scores(prompts, cands[idx])
+            exact.update((int(i), bool(o)) for i, o in zip(idx, ok))
+            return lv
+
+        res = probe_select(d_losses, score, sampling_factor=self.cfg.probe.sampling_factor,
+                           r=self.cfg.probe.r, generator=generator)
+        return res.winner, res.winner_loss, res.alpha, exact[res.winner]
 
     def run(self, messages: str | Sequence[str], targets: str | Sequence[str], *,
             on_step: Callable[[StepRecord], None] | None = None, progress: bool = False
@@ -353,6 +417,7 @@ class GCG:
         if cfg.probe.enabled:
             d_model, d_tok = self.draft
             draft_prompts = [encode_prompt(d_tok, m, t, chat=self.chat) for m, t in zip(messages, targets)]
+        self._prefixes.clear()  # keyed by the prompts' ids, which live as long as this run
         gen = torch.Generator().manual_seed(cfg.seed)
         suffix = torch.tensor(self.tokenizer(cfg.optim_str_init, add_special_tokens=False)["input_ids"])
         buffer: list[tuple[float, torch.Tensor]] = []
@@ -374,7 +439,7 @@ class GCG:
                 if cands.shape[0] == 0:
                     log.warning("step %d: no candidate survives retokenization; drawing again", step)
                     continue
-            i, loss, alpha = self.select(prompts, cands, gen, draft_prompts)
+            i, loss, alpha, reproduces = self.select(prompts, cands, gen, draft_prompts)
             winner = cands[i]
             if loss < best_loss:
                 best_loss, best_ids = loss, winner.clone()
@@ -394,7 +459,7 @@ class GCG:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", best=f"{best_loss:.3f}")
-            if cfg.early_stop and self._reproduces(prompts, winner):
+            if cfg.early_stop and reproduces:
                 best_loss, best_ids = loss, winner.clone()  # the suffix that succeeds
                 stopped = True
                 break

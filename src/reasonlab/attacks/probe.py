@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 
 from reasonlab.attacks.gcg import PromptIds, target_losses
-from reasonlab.lm.logprobs import batched_target_loss
+from reasonlab.lm.logprobs import PrefixState, batched_target_loss, prefix_state
 
 
 def agreement(draft: Sequence[float] | torch.Tensor, target: Sequence[float] | torch.Tensor) -> float:
@@ -85,40 +85,63 @@ def probe_select(draft_losses: torch.Tensor, target_loss_fn: Callable[[torch.Ten
                           len(known))
 
 
-def _same_tokenizer(a, b) -> bool:
+def same_tokenizer(a, b) -> bool:
+    """True when the two tokenizers map the same strings to the same ids."""
     return a is b or a.get_vocab() == b.get_vocab()
 
 
 def draft_losses(draft, draft_prompts: Sequence[PromptIds], tokenizer, cands: torch.Tensor, *,
-                 batch_size: int = 512, use_prefix_cache: bool = True) -> torch.Tensor:
+                 batch_size: int = 512, use_prefix_cache: bool = True,
+                 prefixes: Sequence[PrefixState | None] | None = None,
+                 same_tok: bool | None = None) -> torch.Tensor:
     """The draft's mean target loss over ``draft_prompts`` for each candidate ``[B]``.
 
     ``draft = (model, draft_tokenizer)``. With a different tokenizer the candidates are decoded
-    with ``tokenizer`` (the target's) and encoded with the draft's; rows of unequal length are
-    right-padded and masked.
+    with ``tokenizer`` (the target's, one batched decode) and encoded with the draft's (one batched
+    encode); rows of unequal length are right-padded and masked. ``prefixes`` (one per prompt,
+    :func:`reasonlab.lm.logprobs.prefix_state` of the draft prompt's ``before``) are reused
+    instead of running the part before the suffix again; ``same_tok`` skips the tokenizer
+    comparison when the caller already made it.
     """
     model, d_tok = draft
-    if _same_tokenizer(d_tok, tokenizer):
+    if prefixes is None:
+        prefixes = [None] * len(draft_prompts)
+    if same_tok is None:
+        same_tok = same_tokenizer(d_tok, tokenizer)
+    if same_tok:
         total = torch.zeros(cands.shape[0])
-        for p in draft_prompts:
+        for p, pre in zip(draft_prompts, prefixes):
             total += target_losses(model, p, cands, batch_size=batch_size,
-                                   use_prefix_cache=use_prefix_cache)
+                                   use_prefix_cache=use_prefix_cache, prefix=pre)
         return total / len(draft_prompts)
     texts = tokenizer.batch_decode(cands.tolist())
-    enc = [d_tok(t, add_special_tokens=False)["input_ids"] or [d_tok.eos_token_id or 0] for t in texts]
+    fallback = [d_tok.eos_token_id or 0]
+    enc = [list(e) or fallback for e in d_tok(texts, add_special_tokens=False)["input_ids"]]
     pad = d_tok.pad_token_id if d_tok.pad_token_id is not None else (d_tok.eos_token_id or 0)
     total = torch.zeros(cands.shape[0])
-    for p in draft_prompts:
-        rows = [e + p.after.tolist() + p.target.tolist() for e in enc]
-        width = max(len(x) for x in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    for p, pre in zip(draft_prompts, prefixes):
+        tail = p.after.tolist() + p.target.tolist()
+        width = max(len(e) for e in enc) + len(tail)
+        ids = torch.full((len(enc), width), pad, dtype=torch.long)
         attn = torch.zeros_like(ids)
         mask = torch.zeros(ids.shape, dtype=torch.bool)
-        for j, (x, e) in enumerate(zip(rows, enc)):
-            ids[j, :len(x)] = torch.tensor(x)
-            attn[j, :len(x)] = 1
+        for j, e in enumerate(enc):
+            n = len(e) + len(tail)
+            ids[j, :n] = torch.tensor(e + tail)
+            attn[j, :n] = 1
             t0 = len(e) + p.after.numel()
-            mask[j, t0:t0 + p.target.numel()] = True
-        total += batched_target_loss(model, ids, mask, attention_mask=attn, prefix_ids=p.before,
-                                     batch_size=batch_size).cpu()
+            mask[j, t0:n] = True
+        if use_prefix_cache:
+            if pre is None:
+                pre = prefix_state(model, p.before)
+            total += batched_target_loss(model, ids, mask, attention_mask=attn, prefix=pre,
+                                         batch_size=batch_size).cpu()
+        else:
+            full = torch.cat([p.before.view(1, -1).expand(ids.shape[0], -1), ids], dim=1)
+            ones = torch.ones(ids.shape[0], p.before.numel(), dtype=attn.dtype)
+            pad_mask = torch.zeros(ids.shape[0], p.before.numel(), dtype=torch.bool)
+            total += batched_target_loss(model, full, torch.cat([pad_mask, mask], dim=1),
+                                         attention_mask=torch.cat([ones, attn], dim=1),
+                                         batch_size=batch_size).cpu()
     return total / len(draft_prompts)
+
