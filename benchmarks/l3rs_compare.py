@@ -119,24 +119,30 @@ def stage_step_time(args, out: Path, results_path: Path) -> None:
             meta.theta.copy_(torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, meta.size)))
         times = step_times(env, {"adam": OptSpec("adam", {"lr": 1e-3}),
                                  "l3rs": OptSpec.from_meta(meta)}, steps=steps, repeats=repeats)
-        ratio = times["l3rs"]["step_s"] / times["adam"]["step_s"]
-        opt_ratio = times["l3rs"]["optimizer_step_s"] / times["adam"]["optimizer_step_s"]
+        ratio = times["l3rs"]["step_cpu_s"] / times["adam"]["step_cpu_s"]
+        opt_ratio = times["l3rs"]["optimizer_step_cpu_s"] / times["adam"]["optimizer_step_cpu_s"]
+        wall = times["l3rs"]["step_s"] / times["adam"]["step_s"]
         suffix = "" if label == "digits" else "_lm"
         keys[f"step_time_vs_adam{suffix}"] = round(ratio, 3)
         keys[f"optimizer_step_time_vs_adam{suffix}"] = round(opt_ratio, 3)
+        keys[f"step_time_vs_adam_wall{suffix}"] = round(wall, 3)
         keys[f"step_times_ms{suffix}"] = {k: {kk.replace("step_s", "step_ms"): round(1e3 * vv, 4)
                                               for kk, vv in v.items()} for k, v in times.items()}
-        rows.append((label, f"{1e3 * times['adam']['step_s']:.3f}",
-                     f"{1e3 * times['l3rs']['step_s']:.3f}", f"{ratio:.2f}x", f"{opt_ratio:.2f}x"))
+        rows.append((label, f"{1e3 * times['adam']['step_cpu_s']:.3f}",
+                     f"{1e3 * times['l3rs']['step_cpu_s']:.3f}", f"{ratio:.2f}x", f"{opt_ratio:.2f}x",
+                     f"{wall:.2f}x"))
+    keys["load_avg_1m"] = round(os.getloadavg()[0], 1)
     keys["step_time_note"] = (f"fastest of interleaved runs per optimizer ({args.threads} thread), "
+                              "in the thread's CPU time (the *_wall keys: wall time, which on a "
+                              "machine loaded with other jobs mostly measures waiting for a core), "
                               "Adam vs L3RS (4 normalized directions, state features) on the "
                               "digits MLP (100-step runs, 15 repeats) and on herd-xs fine-tuning "
                               "(20-step runs, 5 repeats); the machine is shared with other jobs, "
                               "so the ratio varies from one measurement to the next")
     keys["threads"] = args.threads
     _update(results_path, **keys)
-    print_table(rows, ("environment", "adam ms/step", "l3rs ms/step", "step ratio",
-                       "optimizer.step ratio"))
+    print_table(rows, ("environment", "adam CPU ms/step", "l3rs CPU ms/step", "step ratio",
+                       "optimizer.step ratio", "wall ratio"))
 
 
 def _compare_block(cmp: dict, label: str, settings: list[str]) -> dict:

@@ -69,6 +69,7 @@ class Task:
     steps: int
     curve: bool = False  # keep the per-step losses
     timing: bool = False  # time each step
+    evaluate: bool = True  # test accuracy / loss at the end (timing runs skip them)
     objective: str = "train"  # val_*: also measure the loss on held-out batches
     val_every: int = 10  # steps between held-out evaluations (and one at the end)
 
@@ -88,12 +89,13 @@ def _run_inner(task: Task) -> dict[str, Any]:
     batches = env.batches(task.seed)
     losses = np.empty(task.steps)
     cap, diverged, t_step, t_opt = math.inf, False, 0.0, 0.0
+    c_step, c_opt = 0.0, 0.0  # the same in this thread's CPU time (immune to other jobs' load)
     val = task.objective != "train"
     val_batches = env.val_batches(task.seed) if val else None
     val_losses: list[float] = []
     for t in range(task.steps):
         batch = next(batches)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         opt.zero_grad(set_to_none=True)
         loss = env.loss(model, batch)
         loss.backward()
@@ -105,23 +107,25 @@ def _run_inner(task: Task) -> dict[str, Any]:
             diverged = True
             break
         losses[t] = lv
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         if isinstance(opt, L3RS):
             opt.step(loss=lv)
         else:
             opt.step()
         t_opt += time.perf_counter() - t1
+        c_opt += time.thread_time() - c1
         if sched is not None:
             sched.step()
         t_step += time.perf_counter() - t0
+        c_step += time.thread_time() - c0
         if val and ((t + 1) % task.val_every == 0 or t + 1 == task.steps):
             val_losses.append(_held_out_loss(env, model, next(val_batches), cap))
     out: dict[str, Any] = {
         "mean_loss": float(losses.mean()), "final_loss": float(losses[-1]),
-        "test_acc": float("nan") if diverged else env.test_accuracy(model),
+        "test_acc": float("nan") if diverged or not task.evaluate else env.test_accuracy(model),
         "diverged": diverged, "seed": task.seed,
     }
-    if hasattr(env, "test_loss"):  # environments with a held-out loss report it beside accuracy
+    if hasattr(env, "test_loss") and task.evaluate:  # environments with a held-out loss report it beside accuracy
         out["test_loss"] = float("nan") if diverged else float(env.test_loss(model))
     if val:  # a diverged run counts its missing evaluations at the cap
         n_eval = len(range(task.val_every - 1, task.steps, task.val_every)) + (
@@ -134,6 +138,8 @@ def _run_inner(task: Task) -> dict[str, Any]:
     if task.timing:  # wall seconds per step: the whole step, and the optimizer's part
         out["step_time_s"] = t_step / task.steps
         out["opt_time_s"] = t_opt / task.steps
+        out["step_cpu_s"] = c_step / task.steps  # thread CPU time
+        out["opt_cpu_s"] = c_opt / task.steps
     return out
 
 
@@ -165,20 +171,24 @@ def step_times(env: EnvSpec, specs: dict[str, OptSpec], steps: int = 100, repeat
     """Wall time per training step (and per ``optimizer.step``) of each optimizer on the same
     model and batches, in this process on one thread. The optimizers take turns, and each
     figure is the fastest of ``repeats`` runs (``*_median`` the median): the least disturbed by
-    load from elsewhere on the machine."""
+    load from elsewhere on the machine. ``*_cpu_s``: the same in this thread's CPU time, which
+    time spent waiting for a core on a loaded machine does not inflate."""
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in specs}
     for spec in specs.values():  # warm-up (pretraining, caches)
-        run_inner(Task(env, spec, seed, min(steps, 10)))
+        run_inner(Task(env, spec, seed, min(steps, 10), evaluate=False))
     for _ in range(repeats):
         for name, spec in specs.items():
-            r = run_inner(Task(env, spec, seed, steps, timing=True))
-            times[name].append((r["step_time_s"], r["opt_time_s"]))
+            r = run_inner(Task(env, spec, seed, steps, timing=True, evaluate=False))
+            times[name].append((r["step_time_s"], r["opt_time_s"], r["step_cpu_s"],
+                                r["opt_cpu_s"]))
     out = {}
     for k, v in times.items():
-        step, opt = np.array(v).T
+        step, opt, step_cpu, opt_cpu = np.array(v).T
         out[k] = {"step_s": float(step.min()), "optimizer_step_s": float(opt.min()),
                   "step_s_median": float(np.median(step)),
-                  "optimizer_step_s_median": float(np.median(opt))}
+                  "optimizer_step_s_median": float(np.median(opt)),
+                  "step_cpu_s": float(step_cpu.min()),
+                  "optimizer_step_cpu_s": float(opt_cpu.min())}
     return out
 
 
