@@ -115,6 +115,9 @@ def test_annealing_stage_decays_to_zero_and_averages_its_snapshots(corpus, tmp_p
     assert torch.equal(s8["model.norm.weight"], load_file(str(tmp_path / "a" / "model" / "model.safetensors"))["model.norm.weight"])
     from transformers import AutoModelForCausalLM
 
+    from reasonlab.lm.checkpoint import load_causal_lm
+
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "a" / "model_averaged"))
+    load_causal_lm(tmp_path / "a" / "model_averaged")  # its manifest matches the averaged weights
     with pytest.raises(ValueError, match="no annealing documents"):
         pretrain(_cfg(stages), tok, train, val, tmp_path / "b")

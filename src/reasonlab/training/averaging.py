@@ -89,11 +89,15 @@ def average_models(sources: Sequence[str | Path], out_dir: str | Path, *,
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    from reasonlab.lm.checkpoint import MANIFEST, write_manifest
+
     for f in base.iterdir():
-        if f.is_file() and not f.name.startswith("model") and f.suffix != ".safetensors":
+        if (f.is_file() and not f.name.startswith("model") and f.suffix != ".safetensors"
+                and f.name != MANIFEST):  # the base's manifest would not match the new weights
             shutil.copy2(f, tmp / f.name)
     save_file({k: v.contiguous() for k, v in avg.items()}, str(tmp / "model.safetensors"),
               metadata={"format": "pt"})
+    write_manifest(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
