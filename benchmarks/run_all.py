@@ -155,6 +155,13 @@ ENTRIES: list[Entry] = [
           lambda d: f"ours over model.generate at least {n(d.get('min_ratio'))}×, identical "
                     f"tokens: {n(d.get('all_identical'))}",
           "— (infrastructure)", "transformers model.generate", "python benchmarks/generate_speed.py"),
+    Entry("portability", "portability", "Saved models read by other transformers versions",
+          lambda d: "; ".join(f"{v}: logit max |diff| {n(r.get('logit_max_abs_diff'))}, greedy "
+                              f"{'identical' if r.get('greedy_identical') else 'differs'}, tokenizer "
+                              f"{'identical' if r.get('tokenizer_identical') else 'differs'}"
+                              for v, r in d.get("readers", {}).items()),
+          "— (infrastructure)", "the project's own logits, generations and token ids (transformers 5)",
+          "python benchmarks/portability.py"),
     Entry("prefix_cache", "prefix_cache", "Prefix cache", _prefix, "— (infrastructure)",
           "sampling without the shared prefix", "python benchmarks/prefix_cache.py --quick"),
     Entry("serve", "serve_load", "Serving (OpenAI API, dynamic batching)",
@@ -186,12 +193,20 @@ ENTRIES: list[Entry] = [
           "adapters leave text-only behaviour unchanged (arXiv:2407.21783 §7)",
           "the frozen solver given the problem as text; a model that sees no image",
           "python benchmarks/multimodal.py --quick"),
-    Entry("llama3_recipe", "train_throughput", "Llama 3 recipe: model FLOPs utilization",
+    Entry("llama3_recipe", "llama3_recipe", "Llama 3 recipe: MFU, long-context stages, annealing",
           lambda d: "MFU " + ", ".join(f"{k} {n(v)}" for k, v in (d.get("mfu") or {}).items())
-                    + f" of a {n(d.get('matmul_peak_gflops'))} GFLOP/s same-run matmul peak",
-          "— (infrastructure; long-context and annealing not built yet)",
-          "a square matmul timed in the same run",
-          "python benchmarks/train_throughput.py --mfu-only --threads 1"),
+                    + f" of a {n(d.get('matmul_peak_gflops'))} GFLOP/s same-run matmul peak; "
+                    f"passkey at the final length {pct(d.get('passkey_accuracy_extended'))} extended "
+                    f"vs {pct(d.get('passkey_accuracy_base'))} base, short-context loss "
+                    f"{n(d.get('short_context_loss_change_pct'))}%; anneal loss delta "
+                    f"{fmt_with_interval(d.get('anneal_loss_delta'), d.get('anneal_loss_delta_ci95'))}, "
+                    f"averaging {fmt_with_interval(d.get('averaging_loss_delta'), d.get('averaging_loss_delta_ci95'))}",
+          "MFU 38-43% (405B on H100s); stages solve passkey with short-context loss recovered; "
+          "annealing on high-quality data helps, averaging does not hurt (arXiv:2407.21783 §3.3-3.4)",
+          "a square matmul timed in the same run; the un-extended model; continuing the main "
+          "schedule for the same tokens",
+          "python benchmarks/train_throughput.py --mfu-only --threads 1; "
+          "python benchmarks/llama3_recipe.py --threads 1"),
     Entry("cli_faults", "cli_faults", "CLI faults",
           lambda d: f"{d.get('clear_errors')}/{d.get('error_cases', d.get('cases'))} bad inputs "
                     f"give a clear error, work lost {d.get('work_lost')}",
