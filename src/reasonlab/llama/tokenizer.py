@@ -21,6 +21,7 @@ from reasonlab.lm.chat_format import (  # noqa: F401 (stop_token_ids, formatting
     BEGIN_OF_TEXT, END_HEADER, END_OF_TEXT, EOM, EOT, LLAMA3_CHAT_TEMPLATE, PAD, PYTHON_TAG,
     START_HEADER, formatting_token_ids, stop_token_ids,
 )
+from reasonlab.lm.portable import make_portable, note_if_legacy
 
 # The Llama 3 special-token layout (tokenizer.py of meta-llama/llama-models): ids follow the BPE
 # vocabulary in this order; the rest are reserved tokens.
@@ -79,6 +80,7 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 512, digits: str 
     fast.init_kwargs["digits"] = digits
     if out_dir is not None:
         fast.save_pretrained(str(out_dir))
+        make_portable(out_dir)
     return fast
 
 
@@ -87,6 +89,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {p}")
+    note_if_legacy(p)
     return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
 
 
@@ -103,6 +106,7 @@ def load_or_train_tokenizer(out_dir: str | Path, texts: Iterable[str], *, vocab_
         tmp = d.with_name(f".{d.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tok.save_pretrained(str(tmp))
+        make_portable(tmp)
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
     return tok

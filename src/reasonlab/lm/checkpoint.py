@@ -148,7 +148,10 @@ def load_causal_lm(path: str | Path, *, verify: bool = True, **kwargs: Any):
     downloaded); any loading error becomes one line naming the file and the cause."""
     from transformers import AutoModelForCausalLM
 
+    from reasonlab.lm.portable import note_if_legacy
+
     p = check_model_folder(path, verify=verify)
+    note_if_legacy(p)
     kwargs.setdefault("local_files_only", True)
     kwargs.setdefault("use_safetensors", True)
     try:
@@ -163,7 +166,10 @@ def load_tokenizer_from(path: str | Path):
     """The folder's tokenizer; an error names the folder in one line."""
     from transformers import AutoTokenizer
 
+    from reasonlab.lm.portable import note_if_legacy
+
     p = Path(path)
+    note_if_legacy(p)
     try:
         return AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except Exception as e:
@@ -172,12 +178,16 @@ def load_tokenizer_from(path: str | Path):
 
 
 def save_model_folder(model: Any, tokenizer: Any, folder: str | Path, **save_kwargs: Any) -> Path:
-    """``save_pretrained`` (safetensors) of the model and tokenizer, then the manifest."""
+    """``save_pretrained`` (safetensors) of the model and tokenizer in the layout every Llama 3
+    reader loads (:mod:`reasonlab.lm.portable`), then the manifest."""
+    from reasonlab.lm.portable import make_portable
+
     d = Path(folder)
     save_kwargs.setdefault("safe_serialization", True)
     with quiet_transformers():
         model.save_pretrained(str(d), **save_kwargs)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(d))
+    make_portable(d)
     write_manifest(d)
     return d

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from reasonlab.config import ConfigError
 from reasonlab.device import torch_threads
 from reasonlab.llama.sft import SFTConfig
+from reasonlab.lm.portable import make_portable
 from reasonlab.posttrain.config import PosttrainConfig
 from reasonlab.posttrain.pairs import dpo_inputs, read_pairs
 from reasonlab.posttrain.sampling import run_rejection_sampling
@@ -90,6 +91,7 @@ def run_dpo(model_dir: str | Path, pairs: Sequence[dict[str, Any]], cfg: DPOConf
     res = train_dpo(policy, None, tok, prefs, cfg, run)
     policy.save_pretrained(str(model_out), safe_serialization=True)
     tok.save_pretrained(str(model_out))
+    make_portable(model_out)  # readable by transformers 4.x too
     results = {k: v for k, v in res.items() if k != "history"}
     results["first_loss"] = res["history"][0]["loss"]
     results["model_dir"] = "model"

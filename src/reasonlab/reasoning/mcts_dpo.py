@@ -29,6 +29,7 @@ from typing import Any, Sequence
 from reasonlab.config import check_choice, check_range
 from reasonlab.data.answers import FORMATS
 from reasonlab.evals.skillmath_eval import EVAL_SETS
+from reasonlab.lm.portable import make_portable
 from reasonlab.reasoning.mcts import MCTSConfig, search
 from reasonlab.training.dpo import DPOConfig
 
@@ -126,6 +127,7 @@ def _save_model(model, tokenizer, dest: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
+    make_portable(tmp)  # readable by transformers 4.x too
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
 
