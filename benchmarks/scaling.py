@@ -1,12 +1,15 @@
-"""IsoFLOP scaling law of the tiny herd: N*(C) = A·C^alpha from a sweep of budgets × sizes.
+"""IsoFLOP scaling law and Llama 3's two-stage forecast, checked on a held-out budget.
 
 Trains every size at every compute budget (C = 6·N·D, N = non-embedding parameters) with the
-project's pretraining loop on SkillMath text, fits a parabola of validation loss against log N per
-budget and a power law through the minima, and writes ``benchmarks/results/scaling.json`` (alpha,
-r2, budgets, sizes, the optimal N per budget, the prediction, the machine and the date). The run
-directory (with ``isoflops.png``) is resumed if it exists.
+project's pretraining loop, fits a parabola of validation loss against log N per budget and
+N*(C) = A·C^alpha through the minima (bootstrap intervals over the sweep's points), scores every
+model on SkillMath problems (answer NLL, greedy accuracy) and, with the largest budget held out,
+forecasts its compute-optimal loss, answer NLL and accuracy from the smaller budgets and compares
+them with what its runs measure. Writes ``benchmarks/results/scaling.json`` (alpha with
+alpha_ci95, r2, budgets, sizes, the optimal N per budget, heldout_* predicted vs measured, the
+machine and the date) and copies ``forecast.png`` next to it. The run directory is resumed.
 
-    python benchmarks/scaling.py --quick        # configs/scaling_quick.yaml (30 min on a busy 2-core CPU)
+    python benchmarks/scaling.py --quick        # configs/scaling_quick.yaml (about 25 min on one idle core)
     python benchmarks/scaling.py                # ScalingConfig defaults (larger budgets)
 """
 
@@ -27,6 +30,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the CPU preset configs/scaling_quick.yaml")
     ap.add_argument("--out", default=None, help="run directory (default runs/bench_scaling_<preset>_<hash>)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (the config's "
+                    "threads; default 1)")
     args = ap.parse_args()
 
     import logging
@@ -36,7 +41,8 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg_path = ROOT / "configs" / "scaling_quick.yaml" if args.quick else None
-    cfg = load_config(ScalingConfig, cfg_path, args.set)
+    sets = list(args.set) + ([f"threads={args.threads}"] if args.threads is not None else [])
+    cfg = load_config(ScalingConfig, cfg_path, sets)
     if args.out:
         out = Path(args.out)
     else:  # one directory per config, so a changed preset never collides with an old run
@@ -57,19 +63,69 @@ def main() -> None:
                   o["interior"], f"{o['parabola_r2']:.3f}") for o in res["optimal"]],
                 ("C", "N*", "D*", "loss*", "interior", "parabola R2"))
     pred = res["prediction"]
-    print(f"\nalpha = {res['alpha']:.3f}  (tokens: {res['alpha_tokens']:.3f})  R2 = {res['r2']:.3f}  "
-          f"A = {res['A']:.4g}; at C = {pred['budget']:.2g}: N* = {pred['n_opt']:.4g}, "
+    ci = res.get("alpha_ci95") or [float("nan")] * 2
+    print(f"\nalpha = {res['alpha']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  (tokens: {res['alpha_tokens']:.3f})  "
+          f"R2 = {res['r2']:.3f}  A = {res['A']:.4g}; at C = {pred['budget']:.2g}: N* = {pred['n_opt']:.4g}, "
           f"D* = {pred['tokens_opt']:.4g}; wall {res['wall_s']:.0f} s")
+    h = res.get("heldout") or {}
+    heldout = {}
+    if h:
+        fc = h.get("forecast") or {}
+        heldout = {
+            "heldout_budget": h["budget"],
+            "heldout_fit_budgets": h["fit_budgets"],
+            "heldout_alpha": h["alpha"], "heldout_alpha_ci95": h["alpha_ci95"],
+            "heldout_loss_predicted": h["loss_predicted"], "heldout_loss_ci95": h["loss_ci95"],
+            "heldout_loss_measured": h["loss_measured"],
+            "heldout_loss_rel_error": h.get("loss_rel_error"),
+            "heldout_loss_within_2pct": (h.get("loss_rel_error") is not None
+                                         and h["loss_rel_error"] <= 0.02),
+            "heldout_n_opt_predicted": h["n_opt_predicted"], "heldout_n_opt_ci95": h["n_opt_ci95"],
+            "heldout_n_opt_measured": h["n_opt_measured"],
+            "heldout_nll_predicted": fc.get("nll"), "heldout_nll_ci95": fc.get("nll_ci95"),
+            "heldout_nll_measured": h.get("nll_measured"),
+            "heldout_accuracy_predicted": ({"value": fc["accuracy"], "ci95": fc["accuracy_ci95"]}
+                                           if fc else None),
+            "heldout_accuracy_measured": h.get("accuracy_measured"),
+            "heldout_accuracy_in_ci95": h.get("accuracy_in_ci95"),
+            "heldout_best_model": h.get("best_model"),
+            "forecast": {k: h.get(k) for k in ("loss_law", "nll_law", "sigmoid", "nll_opt",
+                                               "forecast_error") if k in h},
+        }
+        print()
+        rows = [("val loss (compute-optimal)", f"{h['loss_predicted']:.4f}",
+                 "[{:.4f}, {:.4f}]".format(*h["loss_ci95"]) if h.get("loss_ci95") else "-",
+                 f"{h['loss_measured']:.4f}" if h.get("loss_measured") is not None else "-"),
+                ("N* (non-embedding)", f"{h['n_opt_predicted']:.4g}",
+                 "[{:.4g}, {:.4g}]".format(*h["n_opt_ci95"]) if h.get("n_opt_ci95") else "-",
+                 f"{h['n_opt_measured']:.4g}" if h.get("n_opt_measured") is not None else "-")]
+        if fc:
+            rows += [("answer NLL", f"{fc['nll']:.4f}", "[{:.4f}, {:.4f}]".format(*fc["nll_ci95"]),
+                      f"{h['nll_measured']:.4f}" if h.get("nll_measured") is not None else "-"),
+                     ("greedy accuracy", f"{fc['accuracy']:.3f}",
+                      "[{:.3f}, {:.3f}]".format(*fc["accuracy_ci95"]),
+                      f"{h['accuracy_measured']:.3f}" if h.get("accuracy_measured") is not None else "-")]
+        print(f"held-out budget C = {h['budget']:.3g} (fit on {len(h['fit_budgets'])} smaller budgets)")
+        print_table(rows, ("quantity", "predicted", "95% interval", "measured"))
 
     payload = {
         "preset": "quick" if args.quick else "default",
         "alpha": res["alpha"], "r2": res["r2"], "A": res["A"], "alpha_tokens": res["alpha_tokens"],
+        "alpha_ci95": res.get("alpha_ci95"), "alpha_tokens_ci95": res.get("alpha_tokens_ci95"),
+        "n_bootstrap": res.get("n_bootstrap"),
         "param_count": res["param_count"], "budgets": res["budgets"], "sizes": res["sizes"],
         "optimal": res["optimal"], "excluded_budgets": res["excluded_budgets"],
         "prediction": pred, "points": res["points"], "seed": res["seed"],
-        "wall_s": res["wall_s"], "config": to_dict(cfg),
+        "wall_s": res["wall_s"], "train_wall_s": round(sum(p.get("wall_s") or 0 for p in res["points"]), 1),
+        "threads": cfg.threads, "n_eval_problems": res.get("n_eval_problems"),
+        "config": to_dict(cfg), **heldout,
+        "plot": "scaling_forecast.png" if res.get("forecast_plot") else None,
         "command": "python benchmarks/scaling.py" + (" --quick" if args.quick else ""),
     }
+    if res.get("forecast_plot"):
+        import shutil
+
+        shutil.copyfile(out / res["forecast_plot"], ROOT / "benchmarks" / "results" / "scaling_forecast.png")
     path = write_result("scaling", payload)
     print(f"wrote {path.relative_to(ROOT)}")
 

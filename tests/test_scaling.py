@@ -212,3 +212,178 @@ def test_cli_scaling_command(tmp_path, monkeypatch):
     assert "alpha = 0.5" in res.output and (tmp_path / "s" / "results.json").exists()
     bad = CliRunner().invoke(app, ["scaling", "--out", str(tmp_path / "t"), "--set", "param_count=x"])
     assert bad.exit_code == 2 and "param_count" in bad.output
+
+
+# --------------------------------------------------------------------------- intervals, forecast
+
+def test_sigmoid_recovers_known_curve():
+    true = S.Sigmoid(k=4.0, x0=1.2)
+    x = np.linspace(0.4, 2.2, 15)
+    sig = S.fit_sigmoid(x, true(x), 200)  # exact fractions: the MLE is the curve itself
+    assert abs(sig.k - 4.0) < 1e-4 and abs(sig.x0 - 1.2) < 1e-5
+    rng = np.random.default_rng(0)
+    acc = rng.binomial(400, true(x)) / 400
+    noisy = S.fit_sigmoid(x, acc, 400)
+    assert abs(noisy.k - 4.0) < 0.6 and abs(noisy.x0 - 1.2) < 0.05
+    assert float(noisy(0.0)) > 0.95 and float(noisy(3.0)) < 0.05
+
+
+def test_sigmoid_bad_input():
+    with pytest.raises(ValueError, match="at least 2"):
+        S.fit_sigmoid([1.0], [0.5])
+    with pytest.raises(ValueError, match="not identified"):
+        S.fit_sigmoid([1.0, 2.0], [0.0, 0.0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        S.fit_sigmoid([1.0, 2.0], [0.5, 1.5])
+    with pytest.raises(ValueError, match="distinct"):
+        S.fit_sigmoid([1.0, 1.0], [0.2, 0.5])
+
+
+def test_loss_power_law_and_prediction_interval():
+    cs = np.logspace(10, 12, 5)
+    law = S.fit_power_law(cs, 30.0 * cs ** -0.1)  # a falling law: L*(C) = 30·C^-0.1
+    assert abs(law.alpha + 0.1) < 1e-12 and abs(law.A - 30.0) / 30 < 1e-9
+    rng = np.random.default_rng(1)
+    y = 30.0 * cs ** -0.1 * 10 ** rng.normal(0, 0.005, cs.size)
+    noisy = S.fit_power_law(cs, y)
+    value, se, dof = S.predict_power_law(noisy, cs, y, 1e13)
+    assert dof == 3 and se > 0
+    # the new-observation standard error grows with the distance from the data
+    _, se_near, _ = S.predict_power_law(noisy, cs, y, 1e11)
+    assert se > se_near
+    assert abs(math.log10(value) - math.log10(30.0 * 1e13 ** -0.1)) < 4 * se
+
+
+def test_bootstrap_interval_covers_the_true_exponent():
+    covered, widths = 0, []
+    for seed in range(12):  # a 95% interval: covers the truth in (nearly) every noisy sweep
+        pts = synthetic_sweep(alpha=0.45, noise=0.01, seed=seed, budgets=(1e11, 3e11, 1e12, 3e12, 1e13))
+        boot = S.bootstrap_isoflop(pts, n_boot=200, seed=0, predict_at=1e14)
+        lo, hi = S.ci95(boot["alpha"])
+        covered += lo < 0.45 < hi
+        widths.append(hi - lo)
+    assert covered >= 9 and max(widths) < 0.1
+    assert boot["alpha"].size > 150 and boot["n_opt"].size == boot["alpha"].size
+    # without noise every draw is the exact fit
+    exact = S.bootstrap_isoflop(synthetic_sweep(alpha=0.45), n_boot=20)
+    assert np.allclose(exact["alpha"], 0.45)
+    assert S.ci95([]) is None
+
+
+def test_two_stage_forecast_recovers_both_stages(tmp_path):
+    """NLL(C) = 8·C^-0.08 over compute-optimal models and accuracy = sigmoid(NLL): the
+    forecast at a larger budget lands on the truth and its interval covers it."""
+    true_sig = S.Sigmoid(k=6.0, x0=1.0)
+    cs = np.logspace(10, 11.5, 4)
+    nll_opt = 8.0 * cs ** -0.08
+    rng = np.random.default_rng(2)
+    model_nll = np.concatenate([nll_opt * f for f in (1.0, 1.05, 1.1)])
+    n = 300
+    acc = rng.binomial(n, true_sig(model_nll)) / n
+    at = 10 ** 12
+    nll_law, sig, fc = S.two_stage_forecast(cs, nll_opt, model_nll, acc, n, at, n_boot=400)
+    truth_nll = 8.0 * at ** -0.08
+    assert abs(nll_law.alpha + 0.08) < 1e-9 and abs(fc.nll - truth_nll) < 1e-9
+    assert abs(sig.x0 - 1.0) < 0.05
+    lo, hi = fc.accuracy_ci95
+    assert lo <= float(true_sig(truth_nll)) <= hi and 0 < hi - lo < 0.3
+    assert abs(fc.accuracy - float(true_sig(truth_nll))) < 0.05
+    path = S.plot_forecast(cs, nll_opt, nll_law, model_nll, acc, sig, fc, tmp_path / "fc.png",
+                           measured_nll=truth_nll, measured_accuracy=0.5)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="accuracies"):
+        S.two_stage_forecast(cs, nll_opt, model_nll, acc[:3], n, at)
+
+
+def test_forecast_config_validation():
+    with pytest.raises(ConfigError, match="max_steps"):
+        S.ScalingConfig(min_steps=50, max_steps=10)
+    with pytest.raises(ConfigError, match="eval_problems"):
+        S.ScalingConfig(corpus="gsm8k", eval_problems=50)
+    with pytest.raises(ConfigError, match="skillmath_docs"):
+        S.ScalingConfig(corpus="skillmath", skillmath_docs=10)
+    with pytest.raises(ConfigError, match="heldout"):
+        S.ScalingConfig(budgets=[1e12, 1e13], heldout=True)
+    cfg = S.ScalingConfig(budgets=[1e12, 1e13], sizes=["tiny-0.5m", "tiny-1m", "tiny-2m"],
+                          seq_len=64, batch_size=8, min_steps=10, max_steps=100)
+    plan = S.plan_sweep(cfg, 512)
+    assert all(p["skip"] == (p["steps"] < 10 or p["steps"] > 100) for p in plan)
+    assert any(p["skip"] and p["steps"] > 100 for p in plan)
+
+
+def test_answer_eval_on_a_micro_model():
+    """The answer NLL is the reference solution's mean token NLL; accuracy is graded."""
+    from reasonlab.data.skillmath import SkillMathConfig, sample_problems
+    from reasonlab.lm.local import LocalLM
+    from reasonlab.llama.configs import preset
+    from reasonlab.llama.tokenizer import train_tokenizer
+    from transformers import LlamaForCausalLM
+
+    import torch
+
+    probs = sample_problems(SkillMathConfig(k_weights=[1.0, 0.0, 0.0]), 6, seed=1)
+    texts = [f"Q: {p.question}\nA: {p.solution}" for p in probs] * 5
+    tok = train_tokenizer(texts, vocab_size=300)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(preset("micro-0.008m", vocab_size=len(tok))).eval()
+    lm = LocalLM(model, tok, device="cpu")
+    res = S.answer_eval(lm, probs, max_new_tokens=8, batch_size=4)
+    assert res["n_problems"] == 6 and 0 <= res["accuracy"] <= 1
+    # an untrained model: NLL near log(vocab)
+    assert abs(res["answer_nll"] - math.log(len(tok))) < 1.5
+    scored = lm.score([f"Q: {probs[0].question}\nA: "], [probs[0].solution])[0]
+    one = S.answer_eval(lm, probs[:1], max_new_tokens=4)
+    assert abs(one["answer_nll"] - (-scored.total / scored.num_tokens)) < 1e-5
+
+
+def test_runner_heldout_forecast_with_fake_trainer_and_eval(tmp_path, monkeypatch):
+    """The held-out check end to end with a known loss law, answer NLL and accuracy: the
+    forecast of the largest budget (fitted on the others) matches what its runs 'measure'."""
+    import reasonlab.llama.pretrain as P
+    import reasonlab.lm.load as L
+
+    alpha, A = 0.5, 2.0
+    true_sig = S.Sigmoid(k=5.0, x0=1.0)
+
+    def law(n, c):
+        return 3.0 * (c / 1e12) ** -0.05 + 0.5 * (math.log10(n) - math.log10(A * c ** alpha)) ** 2
+
+    def fake_pretrain(pcfg, tokenizer, train, val, out_dir):
+        n = S.size_params(pcfg.preset, len(tokenizer), "non_embedding")
+        tokens = pcfg.max_steps * pcfg.seq_len * pcfg.batch_size
+        return {"val_loss": law(n, S.flops(n, tokens)), "train_tokens": tokens, "n_params": n + 1,
+                "n_params_non_embedding": n, "model_dir": "model"}
+
+    def fake_eval(lm, problems, **kw):
+        nll = lm / 2.0  # the answer NLL tracks the validation loss
+        return {"answer_nll": nll, "accuracy": float(true_sig(nll)), "n_problems": len(problems),
+                "n_correct": 0, "answer_tokens": 1}
+
+    # load_lm hands the fake evaluation the run's loss (read back from its results.json)
+    def fake_load(path, **kw):
+        from reasonlab.runs import read_json
+
+        return read_json(Path(path).parent / "results.json")["val_loss"]
+
+    from pathlib import Path
+
+    monkeypatch.setattr(P, "pretrain", fake_pretrain)
+    monkeypatch.setattr(L, "load_lm", fake_load)
+    monkeypatch.setattr(S, "answer_eval", fake_eval)
+    sizes = ["tiny-0.5m", "tiny-2m", "tiny-5m", "tiny-10m", "tiny-20m"]
+    cfg = S.ScalingConfig(budgets=[4e11, 1e12, 2.5e12, 6e12, 1.5e13], sizes=sizes,
+                          corpus="skillmath", n_train_docs=200, n_val_docs=20, vocab_size=300,
+                          seq_len=32, batch_size=4, min_steps=1, eval_problems=20, heldout=True,
+                          n_boot=100, threads=0)
+    res = S.run_scaling(cfg, tmp_path / "sweep")
+    h = res["heldout"]
+    assert h["budget"] == 1.5e13 and h["fit_budgets"] == [4e11, 1e12, 2.5e12, 6e12]
+    assert abs(h["alpha"] - alpha) < 0.03 and h["alpha_ci95"][0] <= h["alpha"] <= h["alpha_ci95"][1]
+    assert h["loss_rel_error"] < 0.02
+    assert abs(h["forecast"]["nll"] - h["nll_measured"]) / h["nll_measured"] < 0.03
+    lo, hi = h["forecast"]["accuracy_ci95"]
+    assert lo <= h["forecast"]["accuracy"] <= hi
+    assert h["accuracy_in_ci95"] is True
+    assert res["alpha_ci95"] and res["n_eval_problems"] == 20
+    assert (tmp_path / "sweep" / "forecast.png").exists()
+    assert all("accuracy" in p and "answer_nll" in p for p in res["points"])

@@ -66,9 +66,10 @@ TINY_HERD = {
 }
 
 # Micro shapes below the herd, same rules; names give the non-embedding size. On a CPU the
-# compute-optimal size at affordable budgets (1e11-1e12 FLOPs) is 20k-100k parameters, far below
+# compute-optimal size at affordable budgets (3e10-1e12 FLOPs) is 10k-100k parameters, far below
 # tiny-0.5m, so IsoFLOP curves (llama/scaling.py) need these to have their minimum inside the sizes.
 MICRO_SHAPES = {
+    "micro-0.008m": Shape(2, 16, 2, 1, 1.3, 16, 3e-3),
     "micro-0.015m": Shape(2, 24, 2, 1, 1.3, 16, 3e-3),
     "micro-0.03m": Shape(2, 32, 2, 1, 1.3, 16, 3e-3),
     "micro-0.06m": Shape(2, 48, 2, 1, 1.3, 16, 3e-3),

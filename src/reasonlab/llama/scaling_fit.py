@@ -226,3 +226,220 @@ def plot_isoflops(fits: Sequence[IsoFLOPFit], law: PowerLaw, path: str | Path,
     ax2.set_title("Compute-optimal model size")
     ax2.legend(fontsize=8)
     return save_figure(fig, path, dpi=110)
+
+
+# --------------------------------------------------------------------------- intervals, forecast
+
+def ci95(samples: Sequence[float]) -> list[float] | None:
+    """The 2.5th and 97.5th percentiles of the finite ``samples`` (None when there are none)."""
+    s = np.asarray([x for x in samples if x is not None and np.isfinite(x)], dtype=float)
+    return [float(np.percentile(s, 2.5)), float(np.percentile(s, 97.5))] if s.size else None
+
+
+def predict_power_law(law: PowerLaw, budgets: Sequence[float], values: Sequence[float],
+                      at: float) -> tuple[float, float, int]:
+    """The fit's value at ``at`` with the standard error of a new observation there, in log10
+    units (``s·sqrt(1 + 1/n + (x − x̄)²/Sxx)``) and its degrees of freedom ``n − 2``."""
+    x = np.log10(np.asarray(budgets, dtype=float))
+    y = np.log10(np.asarray(values, dtype=float))
+    n = x.size
+    resid = y - (math.log10(law.A) + law.alpha * x)
+    dof = n - 2
+    s = math.sqrt(float(np.sum(resid ** 2)) / dof) if dof > 0 else float("nan")
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    x0 = math.log10(at)
+    se = s * math.sqrt(1 + 1 / n + (x0 - x.mean()) ** 2 / sxx) if sxx > 0 else float("nan")
+    return float(law(at)), se, dof
+
+
+@dataclass
+class Sigmoid:
+    """accuracy = 1 / (1 + exp(k·(x − x0))): falls from 1 to 0 as the answer NLL x grows (k > 0);
+    ``x0`` is the NLL at 50% accuracy. Fitted as a binomial logistic regression."""
+
+    k: float
+    x0: float
+
+    def __call__(self, x: np.ndarray | float) -> np.ndarray | float:
+        z = np.clip(self.k * (np.asarray(x, dtype=float) - self.x0), -500, 500)
+        return 1.0 / (1.0 + np.exp(z))
+
+
+def fit_sigmoid(x: Sequence[float], accuracy: Sequence[float], n: Sequence[int] | int = 1,
+                *, max_iter: int = 100, ridge: float = 1e-6) -> Sigmoid:
+    """Maximum-likelihood sigmoid of ``accuracy`` (a fraction of ``n`` problems per model) against
+    ``x``: logistic regression on the counts by Newton's method (a tiny ridge keeps it finite when
+    the data separate perfectly). Needs at least 2 distinct x and accuracies not all 0 or all 1."""
+    xs = np.asarray(x, dtype=float)
+    p = np.asarray(accuracy, dtype=float)
+    w = np.broadcast_to(np.asarray(n, dtype=float), xs.shape).astype(float)
+    if xs.shape != p.shape or xs.size < 2:
+        raise ValueError(f"a sigmoid needs at least 2 (NLL, accuracy) points, got {xs.size}")
+    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(p))):
+        raise ValueError("NLLs and accuracies must be finite")
+    if np.any(p < 0) or np.any(p > 1):
+        raise ValueError("accuracies must lie in [0, 1]")
+    if np.any(w <= 0):
+        raise ValueError("problem counts must be positive")
+    if np.ptp(xs) == 0:
+        raise ValueError("a sigmoid needs at least 2 distinct NLL values")
+    if np.all(p == 0) or np.all(p == 1):
+        raise ValueError(f"every accuracy is {p[0]:g}: the sigmoid is not identified")
+    # standardize x for conditioning; logit(p) = b0 + b1·z
+    mu, sd = float(xs.mean()), float(xs.std())
+    z = (xs - mu) / sd
+    design = np.stack([np.ones_like(z), z], axis=1)
+    beta = np.zeros(2)
+    for _ in range(max_iter):
+        q = 1 / (1 + np.exp(-np.clip(design @ beta, -500, 500)))
+        grad = design.T @ (w * (p - q)) - ridge * beta
+        hess = design.T @ (design * (w * q * (1 - q))[:, None]) + ridge * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    b0, b1 = beta
+    if b1 == 0:
+        raise ValueError("accuracy does not change with NLL: the sigmoid is flat")
+    # logit = b0 + b1 (x − mu)/sd  ⇒  k = −b1/sd, x0 = mu − b0·sd/b1
+    return Sigmoid(float(-b1 / sd), float(mu - b0 * sd / b1))
+
+
+def bootstrap_isoflop(points: Sequence[dict[str, float]], *, n_boot: int = 1000, seed: int = 0,
+                      predict_at: float | None = None) -> dict[str, np.ndarray]:
+    """Residual bootstrap over the sweep's points: every budget's IsoFLOP parabola is fitted,
+    the pooled residuals are drawn with replacement onto the fitted losses, and the whole
+    fit (parabolas, minima, N*(C) and the compute-optimal loss law L*(C)) is redone.
+    The pooled residuals are rescaled for the parabolas' degrees of freedom.
+    Returns the draws of ``alpha`` and ``A`` of N*(C) = A·C^α, the loss law's exponent, and with
+    ``predict_at`` the draws of N*, D* and L* there (draws with a non-convex curve are dropped)."""
+    fits, _, _ = fit_scaling(points)
+    fitted, resid, rows = [], [], []
+    for f in fits:
+        x = np.log10(np.asarray(f.sizes))
+        yhat = f.parabola(x)
+        fitted.append(yhat)
+        resid.extend((np.asarray(f.losses) - yhat).tolist())
+        rows.append((f.budget, f.sizes))
+    # fitted residuals are smaller than the errors (3 parameters per parabola): rescale them by
+    # sqrt(n / (n − p)) so the draws carry the errors' variance
+    n_pts, n_par = len(resid), 3 * len(fits)
+    resid_arr = np.asarray(resid) * (math.sqrt(n_pts / (n_pts - n_par)) if n_pts > n_par else 1.0)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {k: [] for k in ("alpha", "A", "loss_alpha", "n_opt", "tokens_opt",
+                                                   "loss_opt")}
+    for _ in range(n_boot):
+        try:
+            draw = [fit_isoflop(b, sizes, yhat + rng.choice(resid_arr, size=yhat.size))
+                    for (b, sizes), yhat in zip(rows, fitted)]
+        except ValueError:
+            continue
+        cs = [f.budget for f in draw]
+        law = fit_power_law(cs, [f.n_opt for f in draw])
+        out["alpha"].append(law.alpha)
+        out["A"].append(law.A)
+        if all(f.loss_opt > 0 for f in draw):
+            loss_law = fit_power_law(cs, [f.loss_opt for f in draw])
+            out["loss_alpha"].append(loss_law.alpha)
+            if predict_at is not None:
+                out["loss_opt"].append(float(loss_law(predict_at)))
+        if predict_at is not None:
+            out["n_opt"].append(float(law(predict_at)))
+            out["tokens_opt"].append(law.tokens(predict_at))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+@dataclass
+class Forecast:
+    """The two-stage forecast at one budget: answer NLL from the NLL(C) power law, accuracy
+    from the sigmoid of that NLL, each with a 95% interval."""
+
+    budget: float
+    nll: float
+    nll_ci95: list[float]
+    accuracy: float
+    accuracy_ci95: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget": self.budget, "nll": self.nll, "nll_ci95": self.nll_ci95,
+                "accuracy": self.accuracy, "accuracy_ci95": self.accuracy_ci95}
+
+
+def two_stage_forecast(budgets: Sequence[float], nll_opt: Sequence[float],
+                       model_nll: Sequence[float], model_accuracy: Sequence[float],
+                       n_problems: int, at: float, *, n_boot: int = 2000, seed: int = 0
+                       ) -> tuple[PowerLaw, Sigmoid, Forecast]:
+    """Llama 3's downstream forecast (arXiv:2407.21783 §3.2.1): fit the compute-optimal models'
+    answer NLL against FLOPs (``nll_opt`` at ``budgets``, a power law) and accuracy against NLL
+    over every model (a sigmoid), and predict both at budget ``at``.
+
+    The interval is a Monte-Carlo one over everything that varies: the NLL at ``at`` is drawn
+    from the power law's prediction distribution (Student t in log10, n − 2 degrees of freedom),
+    the sigmoid is refitted on models drawn with replacement, and the accuracy a model would
+    *measure* on ``n_problems`` problems is drawn binomially around the sigmoid's value."""
+    if len(model_nll) != len(model_accuracy):
+        raise ValueError(f"{len(model_nll)} model NLLs but {len(model_accuracy)} accuracies")
+    if n_problems < 1:
+        raise ValueError("n_problems must be at least 1")
+    nll_law = fit_power_law(budgets, nll_opt)
+    sig = fit_sigmoid(model_nll, model_accuracy, n_problems)
+    nll_hat, se, dof = predict_power_law(nll_law, budgets, nll_opt, at)
+    rng = np.random.default_rng(seed)
+    if dof > 0 and np.isfinite(se):
+        log_draws = math.log10(nll_hat) + se * rng.standard_t(dof, size=n_boot)
+    else:
+        log_draws = np.full(n_boot, math.log10(nll_hat))
+    nll_draws = 10 ** log_draws
+    xs, ps = np.asarray(model_nll, dtype=float), np.asarray(model_accuracy, dtype=float)
+    acc_draws = []
+    for i in range(n_boot):
+        idx = rng.integers(0, xs.size, size=xs.size)
+        try:
+            s = fit_sigmoid(xs[idx], ps[idx], n_problems)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        acc_draws.append(rng.binomial(n_problems, float(s(nll_draws[i]))) / n_problems)
+    fc = Forecast(float(at), nll_hat, ci95(nll_draws), float(sig(nll_hat)), ci95(acc_draws))
+    return nll_law, sig, fc
+
+
+def plot_forecast(budgets: Sequence[float], nll_opt: Sequence[float], nll_law: PowerLaw,
+                  model_nll: Sequence[float], model_accuracy: Sequence[float], sig: Sigmoid,
+                  forecast: Forecast, path: str | Path, *, measured_nll: float | None = None,
+                  measured_accuracy: float | None = None) -> Path:
+    """Two panels: the compute-optimal answer NLL against FLOPs with its power law, and accuracy
+    against NLL with the sigmoid; the forecast at the held-out budget with its 95% interval, and
+    what was measured there."""
+    from reasonlab.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    cs = np.asarray(budgets, dtype=float)
+    grid = np.logspace(math.log10(cs.min() / 1.5), math.log10(max(cs.max(), forecast.budget) * 1.5), 50)
+    ax1.loglog(cs, nll_opt, "o", color="C0", label="compute-optimal models (fit)")
+    ax1.loglog(grid, nll_law(grid), "-", color="C1",
+               label=f"NLL = {nll_law.A:.3g}·C^{nll_law.alpha:.3f}")
+    lo, hi = forecast.nll_ci95
+    ax1.errorbar([forecast.budget], [forecast.nll], yerr=[[forecast.nll - lo], [hi - forecast.nll]],
+                 fmt="s", color="C3", capsize=4, label=f"forecast at C = {forecast.budget:.2g} (95%)")
+    if measured_nll is not None:
+        ax1.loglog([forecast.budget], [measured_nll], "*", color="k", ms=12, label="measured")
+    ax1.set_xlabel("compute C (FLOPs, 6·N·D)")
+    ax1.set_ylabel("answer NLL (nats/token)")
+    ax1.set_title("Stage 1: answer NLL vs compute")
+    ax1.legend(fontsize=8)
+    xs = np.asarray(model_nll, dtype=float)
+    xg = np.linspace(min(xs.min(), forecast.nll) - 0.1, max(xs.max(), forecast.nll) + 0.1, 100)
+    ax2.plot(xs, model_accuracy, "o", color="C0", alpha=0.7, label="trained models (fit)")
+    ax2.plot(xg, sig(xg), "-", color="C1", label=f"sigmoid (k = {sig.k:.2f}, x0 = {sig.x0:.2f})")
+    lo, hi = forecast.accuracy_ci95
+    ax2.errorbar([forecast.nll], [forecast.accuracy],
+                 yerr=[[forecast.accuracy - lo], [hi - forecast.accuracy]], fmt="s", color="C3",
+                 capsize=4, label="forecast (95%)")
+    if measured_accuracy is not None and measured_nll is not None:
+        ax2.plot([measured_nll], [measured_accuracy], "*", color="k", ms=12, label="measured")
+    ax2.set_xlabel("answer NLL (nats/token)")
+    ax2.set_ylabel("greedy accuracy")
+    ax2.set_title("Stage 2: accuracy vs answer NLL")
+    ax2.legend(fontsize=8)
+    return save_figure(fig, path, dpi=110)
