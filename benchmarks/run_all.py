@@ -172,8 +172,13 @@ ENTRIES: list[Entry] = [
           lambda d: f"overhead vs a plain loop {n(d.get('overhead_pct'))}% (CPU time)",
           "— (infrastructure)", "a plain PyTorch loop", "python benchmarks/train_throughput.py"),
     Entry("scaling", "scaling", "Scaling law (IsoFLOP)",
-          lambda d: f"exponent α {n(d.get('alpha'))}, R² {n(d.get('r2'))}",
-          "Llama 3 IsoFLOP fit (arXiv:2407.21783 §3.2.1)", "its own IsoFLOP minima",
+          lambda d: f"exponent α {iv(d, 'alpha')}, R² {n(d.get('r2'))}" + (
+              f"; held-out C {n(d.get('heldout_budget'))}: loss predicted "
+              f"{n(d.get('heldout_loss_predicted'))} vs measured {n(d.get('heldout_loss_measured'))}, "
+              f"accuracy predicted {iv(d.get('heldout_accuracy_predicted') or {}, 'value', 'ci95')} "
+              f"vs measured {n(d.get('heldout_accuracy_measured'))}" if d.get("heldout_budget") else ""),
+          "Llama 3 IsoFLOP fit and two-stage forecast (arXiv:2407.21783 §3.2.1)",
+          "its own IsoFLOP minima; a held-out budget",
           "python benchmarks/scaling.py --quick"),
     Entry("ptst_all_templates", "ptst", "PTST, all seven templates (7 × 7)", lambda d: _generic(d),
           "fine-tune without a safety prompt, test with one (arXiv:2402.18540)",
