@@ -173,7 +173,7 @@ ENTRIES: list[Entry] = [
           "— (infrastructure)", "a plain PyTorch loop", "python benchmarks/train_throughput.py"),
     Entry("scaling", "scaling", "Scaling law (IsoFLOP)",
           lambda d: f"exponent α {iv(d, 'alpha')}, R² {n(d.get('r2'))}" + (
-              f"; held-out C {n(d.get('heldout_budget'))}: loss predicted "
+              f"; held-out C {d.get('heldout_budget', 0):.2g}: loss predicted "
               f"{n(d.get('heldout_loss_predicted'))} vs measured {n(d.get('heldout_loss_measured'))}, "
               f"accuracy predicted {iv(d.get('heldout_accuracy_predicted') or {}, 'value', 'ci95')} "
               f"vs measured {n(d.get('heldout_accuracy_measured'))}" if d.get("heldout_budget") else ""),
