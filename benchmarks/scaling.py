@@ -9,7 +9,7 @@ them with what its runs measure. Writes ``benchmarks/results/scaling.json`` (alp
 alpha_ci95, r2, budgets, sizes, the optimal N per budget, heldout_* predicted vs measured, the
 machine and the date) and copies ``forecast.png`` next to it. The run directory is resumed.
 
-    python benchmarks/scaling.py --quick        # configs/scaling_quick.yaml (about 25 min on one idle core)
+    python benchmarks/scaling.py --quick        # configs/scaling_quick.yaml (an estimated 20-35 min on one idle core)
     python benchmarks/scaling.py                # ScalingConfig defaults (larger budgets)
 """
 
