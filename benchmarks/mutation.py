@@ -533,18 +533,20 @@ def main(argv: list[str] | None = None) -> int:
 def summarize(modules: dict[str, dict]) -> dict:
     caught = sum(r["killed"] + r["timeout"] for r in modules.values())
     decided = caught + sum(r["survived"] for r in modules.values())
-    survivors = [s for r in modules.values() for s in r["survivors"]]
+    survivors = [s for r in modules.values() for s in r.get("survivors", [])]
     table = {m: {k: r[k] for k in ("killed", "timeout", "survived", "not_covered", "equivalent",
                                    "not_run", "sampled", "mutants_in_scope", "score", "interval95",
                                    "what", "file", "functions", "tests", "baseline_test_seconds",
                                    "baseline_cpu_seconds", "mutant_cpu_seconds", "seconds", "seed", "max_mutants", "date", "threads")
-                 if k in r} | {"equivalents": r.get("equivalents", [])}
+                 if k in r} | {"equivalents": r.get("equivalents", []),
+                               "survivors": r.get("survivors", [])}
              for m, r in modules.items()}
     scores = [r["score"] for r in modules.values() if r["score"] is not None]
     return {"modules": table, "overall_score": round(caught / decided, 4) if decided else None,
             "overall_interval95": wilson(caught, decided),
             "min_module_score": min(scores) if scores else None,
             "modules_at_or_above_0.9": sum(s >= 0.9 for s in scores), "n_modules": len(scores),
+            "modules_not_measured": [t.module for t in TARGETS if t.module not in modules],
             "survivors": survivors}
 
 

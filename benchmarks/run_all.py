@@ -212,6 +212,15 @@ ENTRIES: list[Entry] = [
           "schedule for the same tokens",
           "python benchmarks/train_throughput.py --mfu-only --threads 1; "
           "python benchmarks/llama3_recipe.py --threads 1"),
+    Entry("mutation", "mutation", "Mutation score of the core (tests catch mistakes)",
+          lambda d: f"overall {pct(d.get('overall_score'))} "
+                    f"[{pct((d.get('overall_interval95') or [None, None])[0])}, "
+                    f"{pct((d.get('overall_interval95') or [None, None])[1])}] over "
+                    f"{d.get('n_modules')} modules measured, "
+                    f"{d.get('modules_at_or_above_0.9')} at ≥90%; "
+                    f"{len(d.get('survivors', []))} survivors",
+          "issue target: ≥90% per core module", "ast mutants, one at a time, against the module's tests",
+          "python benchmarks/mutation.py --max-mutants 40 --budget-minutes 20"),
     Entry("cli_faults", "cli_faults", "CLI faults",
           lambda d: f"{d.get('clear_errors')}/{d.get('error_cases', d.get('cases'))} bad inputs "
                     f"give a clear error, work lost {d.get('work_lost')}",
