@@ -83,6 +83,12 @@ def _pick(stats: dict) -> dict:
             "acc_wilcoxon_p": float(f"{v['acc_wilcoxon_p']:.3g}"), "wins": f"{v['wins']}/{v['n']}"}
 
 
+def _ms(key: str) -> str:
+    """``step_s`` -> ``step_ms``, ``step_s_median`` -> ``step_ms_median``, ``step_cpu_s`` ->
+    ``step_cpu_ms``."""
+    return key[:-2] + "_ms" if key.endswith("_s") else key.replace("_s_", "_ms_")
+
+
 def _meta_cfg(config_file: Path, sets: list[str]) -> MetaTrainConfig:
     return load_config(MetaTrainConfig, config_file, sets)
 
@@ -126,8 +132,8 @@ def stage_step_time(args, out: Path, results_path: Path) -> None:
         keys[f"step_time_vs_adam{suffix}"] = round(ratio, 3)
         keys[f"optimizer_step_time_vs_adam{suffix}"] = round(opt_ratio, 3)
         keys[f"step_time_vs_adam_wall{suffix}"] = round(wall, 3)
-        keys[f"step_times_ms{suffix}"] = {k: {kk.replace("step_s", "step_ms"): round(1e3 * vv, 4)
-                                              for kk, vv in v.items()} for k, v in times.items()}
+        keys[f"step_times_ms{suffix}"] = {k: {_ms(kk): round(1e3 * vv, 4) for kk, vv in v.items()}
+                                          for k, v in times.items()}
         rows.append((label, f"{1e3 * times['adam']['step_cpu_s']:.3f}",
                      f"{1e3 * times['l3rs']['step_cpu_s']:.3f}", f"{ratio:.2f}x", f"{opt_ratio:.2f}x",
                      f"{wall:.2f}x"))
