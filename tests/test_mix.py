@@ -59,3 +59,24 @@ def test_pretrain_job_validates_its_mix_at_load():
         from_dict(PretrainJob, {"mix": [{"source": "skillmath", "weight": 0}]})
     job = from_dict(PretrainJob, {"mix": [{"source": "skillmath", "weight": 2}], "mix_docs": 10})
     assert job.mix[0].weight == 2.0
+
+
+def test_pretrain_job_trains_on_a_mix_with_an_annealing_stage(tmp_path):
+    from reasonlab.config import from_dict
+    from reasonlab.llama.jobs import PretrainJob, run_pretrain_job
+
+    f = tmp_path / "hq.txt"
+    f.write_text("\n\n".join(f"Q: {i} + 1?\nA: The answer is {i + 1}." for i in range(30)))
+    job = from_dict(PretrainJob, {
+        "mix": [{"source": "skillmath", "weight": 1}, {"source": str(f), "weight": 1}], "mix_docs": 120,
+        "anneal_mix": [{"source": str(f), "weight": 1}], "limit": 200,
+        "tokenizer": {"vocab_size": 300},
+        "train": {"preset": "micro-0.03m", "batch_size": 4, "warmup_steps": 1, "eval_every": 100,
+                  "device": "cpu", "stages": [{"seq_len": 32, "steps": 2},
+                                              {"seq_len": 32, "steps": 2, "data": "anneal",
+                                               "lr_schedule": "linear_to_zero", "average_every": 1}]}})
+    res = run_pretrain_job(job, tmp_path / "run")
+    assert res["steps"] == 4 and res["averaged_snapshots"] == 2
+    assert (tmp_path / "run" / "model_averaged" / "model.safetensors").exists()
+    with pytest.raises(ConfigError, match="anneal_mix"):
+        from_dict(PretrainJob, {"train": {"stages": [{"seq_len": 32, "steps": 1, "data": "anneal"}]}})
