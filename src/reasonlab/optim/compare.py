@@ -27,7 +27,7 @@ from reasonlab.optim.baselines import BASELINES, search_grid
 from reasonlab.optim.envs import EnvSpec
 from reasonlab.optim.es import load_meta_run
 from reasonlab.optim.inner import OBJECTIVES, Evaluator, OptSpec, Task, meta_objective
-from reasonlab.runs import Run, atomic_write_json, atomic_write_text, read_json
+from reasonlab.runs import Run, atomic_write_json, atomic_write_text, input_identity, read_json
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,16 @@ class CompareConfig:
         if len(self.test_seeds) < 2:
             raise ConfigError("config key 'test_seeds' needs at least 2 seeds")
         if set(self.test_seeds) & set(self.tune_seeds):
-            raise ConfigError("config keys 'test_seeds' and 'tune_seeds' must not overlap")
+            raise ConfigError(f"config key 'test_seeds' = {self.test_seeds} and config key "
+                              f"'tune_seeds' = {self.tune_seeds} must not overlap (both hold "
+                              f"{sorted(set(self.test_seeds) & set(self.tune_seeds))})")
         if not self.learned:
             raise ConfigError("config key 'learned' must name at least one meta run (label: path)")
         if not self.reference:
             self.reference = next(iter(self.learned))
         if self.reference not in self.learned:
             raise ConfigError(f"config key 'reference' = {self.reference!r} is not a key of "
-                              f"'learned' ({sorted(self.learned)})")
+                              f"config key 'learned' ({sorted(self.learned)})")
 
 
 def setting_env(env: EnvSpec, horizon: int, setting: str, unseen_skill: str = "perim"
@@ -196,7 +198,10 @@ def format_table(summary: dict[str, Any], learned: list[str]) -> str:
 def run_compare(cfg: CompareConfig, out: str | Path, *, evaluator: Evaluator | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Tune, evaluate, summarize; resumable per stage (tuning per baseline, eval per setting)."""
-    run = Run(out, cfg, seed=cfg.seed, name="l3rs-compare")
+    learned_files = {label: Path(p) / "meta.safetensors" if Path(p).is_dir() else p
+                     for label, p in cfg.learned.items()}
+    run = Run(out, cfg, seed=cfg.seed, name="l3rs-compare",
+              identity={"learned": {k: input_identity(v) for k, v in learned_files.items()}})
     metas = {label: load_meta_run(path) for label, path in cfg.learned.items()}
     budget = cfg.tune_budget
     if budget == 0:
