@@ -39,7 +39,7 @@ echo $(( $(date +%s) - s )) > "$W/throughput.wall"
 
 s=$(date +%s)
 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m reasonlab.cli pretrain \
-    --out "$W/fsdp" "${COMMON[@]}" --set train.preset=tiny-2m --set train.max_steps=40 \
+    --out "$W/fsdp" "${COMMON[@]}" --set train.preset=tiny-2m --set train.max_steps=40 --set train.warmup_steps=4 \
     --set train.batch_size=16 --set train.eval_every=40 --set train.checkpoint_every=20 \
     --set train.distributed=fsdp
 echo $(( $(date +%s) - s )) > "$W/fsdp.wall"

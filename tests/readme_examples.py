@@ -14,7 +14,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 PLACEHOLDERS = ("…", "RUN...", "GPU-HOST", " MODEL", "path/to/", "$KEY", "loss_fn(")
 # Examples that run in seconds; the others train or serve for minutes and run under -m slow.
 FAST = ("reasonlab presets", "reasonlab data show", "reasonlab data skillmath -o runs/sm",
-        "reasonlab show-config", "DPOConfig(", "build_guard_prompt")
+        "reasonlab show-config", "DPOConfig(", "build_guard_prompt", "reasonlab --version",
+        "reasonlab models list", "check_answer(", "from reasonlab.templates import render",
+        "import contrast, diag_weights", "sample_creators, condition_prompt", "blora as B")
 
 
 @dataclass

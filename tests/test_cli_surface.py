@@ -82,7 +82,7 @@ def test_show_config_prints_every_key_and_reads_back(path, tmp_path):
 def test_effective_config_printed_before_a_run_starts(tmp_path):
     corpus = tmp_path / "c.txt"
     r = runner.invoke(app, ["pretrain", "--out", str(tmp_path / "r"), "--set", f"corpus={corpus}",
-                            "--set", "train.max_steps=7"])
+                            "--set", "train.max_steps=7", "--set", "train.warmup_steps=1"])
     assert r.exit_code == 2 and "corpus file not found" in r.output
     assert "effective config:" in r.output and "max_steps: 7" in r.output
     assert r.output.index("effective config:") < r.output.index("corpus file not found")

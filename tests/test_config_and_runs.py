@@ -19,9 +19,9 @@ def test_unknown_key_lists_known_keys():
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("train.lr=-1", "'lr' = -1.0 is out of range"),
+    ("train.lr=-1", "'train.lr' = -1.0 is out of range"),
     ("train.warmup_steps=1.5", "'train.warmup_steps' must be an integer"),
-    ("train.distributed=mpi", "'distributed' = 'mpi' is not one of"),
+    ("train.distributed=mpi", "'train.distributed' = 'mpi' is not one of"),
     ("val_fraction=0.9", "'val_fraction' = 0.9 is out of range"),
     ("tokenizer.digits=pairs", "not one of ['single', 'groups3', 'none']"),
 ])
@@ -33,7 +33,7 @@ def test_out_of_range_values_fail_at_load(override, needle):
 
 def test_yaml_file_and_overrides_merge(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("corpus: data.txt\ntrain:\n  max_steps: 7\n  seq_len: 64\n")
+    f.write_text("corpus: data.txt\ntrain:\n  max_steps: 7\n  warmup_steps: 1\n  seq_len: 64\n")
     job = load_config(PretrainJob, f, ["train.seq_len=32"])
     assert (job.corpus, job.train.max_steps, job.train.seq_len) == ("data.txt", 7, 32)
 

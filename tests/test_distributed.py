@@ -14,6 +14,7 @@ from reasonlab.data.skillmath import SkillMathConfig, pretraining_texts, sample_
 pytestmark = pytest.mark.distributed
 
 ARGS = ["--set", "corpus=corpus.jsonl", "--set", "train.preset=tiny-0.5m", "--set", "train.max_steps=4",
+        "--set", "train.warmup_steps=1",
         "--set", "train.batch_size=8", "--set", "train.seq_len=64", "--set", "train.checkpoint_every=4",
         "--set", "train.device=cpu", "--set", "tokenizer.vocab_size=300", "--set", "train.eval_every=4"]
 

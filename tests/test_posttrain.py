@@ -263,7 +263,8 @@ def test_posttrain_run_with_rs_sft_starts_dpo_from_the_rs_sft_model(tmp_path, ti
                         classmethod(lambda cls, path, **kw: loaded.append(str(path)) or ScriptedLM()))
     cfg = PosttrainConfig(model=str(tmp_path / "sft"), problems=str(tmp_path / "data" / "train.jsonl"),
                           threads=1, sampling=SamplingConfig(k=4, n_prompts=0),
-                          do_rs_sft=True, rs_sft=rs_sft_config(max_steps=3, batch_size=2),
+                          do_rs_sft=True, rs_sft=rs_sft_config(max_steps=3, warmup_steps=1,
+                                                                   batch_size=2),
                           dpo=llama3_dpo_config(epochs=1, batch_size=2), dpo_runs=1)
     res = run_posttrain(cfg, tmp_path / "pt", progress=False)
     assert loaded == [str(tmp_path / "sft"), str(tmp_path / "pt" / "rs_sft" / "model")]

@@ -120,10 +120,11 @@ def test_a_run_that_failed_before_its_first_step_is_reusable(tmp_path):
 
 @pytest.mark.parametrize("bad,needle", [
     ("train.preset=tiny-9m", "unknown preset 'tiny-9m'"),
-    ("train.device=gpu0", "'device' = 'gpu0' is not a device"),
+    ("train.device=gpu0", "'train.device' = 'gpu0' is not a device"),
     ("train.lr=.nan", "train.lr' = nan is not a finite number"),
     ("train.grad_clip=.inf", "train.grad_clip' = inf is not a finite number"),
-    ("train.micro_batch_size=3", "'batch_size' = 4 is not a multiple of config key 'micro_batch_size' = 3"),
+    ("train.micro_batch_size=3", "'train.batch_size' = 4 is not a multiple of config key "
+                                 "'train.micro_batch_size' = 3"),
 ])
 def test_bad_values_fail_before_anything_is_written(tmp_path, bad, needle):
     a = _corpus(tmp_path / "a.txt")

@@ -38,6 +38,16 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
         raise ConfigError(f"config key '{name}' = {value!r} is out of range {left}{lo_s}, {hi_s}]")
 
 
+def check_order(low_name: str, low: float, high_name: str, high: float, *,
+                strict: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``low <= high`` (``<`` if ``strict``): a rule between two
+    keys (``warmup_steps`` <= ``max_steps``), refused naming both keys and both values."""
+    if low > high or (strict and low == high):
+        op = "<" if strict else "<="
+        raise ConfigError(f"config key '{low_name}' = {low!r} and config key '{high_name}' = "
+                          f"{high!r} conflict: {low_name} must be {op} {high_name}")
+
+
 def check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
     """Raise :class:`ConfigError` if ``value`` is not one of ``allowed``."""
     allowed = list(allowed)
@@ -127,7 +137,25 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"known keys: {', '.join(sorted(fields))}"
         )
     kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
-    return cls(**kwargs)
+    if not prefix:
+        return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a nested section's own checks name its keys without the section
+        raise ConfigError(_prefixed(str(e), prefix, set(fields))) from None
+
+
+def _prefixed(message: str, prefix: str, names: set[str]) -> str:
+    """``message`` with each ``config key 'name'`` of a field in ``names`` written as
+    ``config key 'prefix.name'`` (the key a user sets for a nested section)."""
+    import re
+
+    def sub(m: re.Match) -> str:
+        name = m.group(2)
+        base = re.split(r"[\[.]", name, maxsplit=1)[0]
+        return f"{m.group(1)}'{prefix}{name}'" if base in names else m.group(0)
+
+    return re.sub(r"(config keys? )'([A-Za-z_][\w.\[\]]*)'", sub, message)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -202,6 +202,50 @@ def texts_identity(texts: Any) -> dict[str, Any]:
     return {"items": n, "sha256": h.hexdigest()}
 
 
+_MANIFEST = "reasonlab_manifest.json"  # a model folder's file list with hashes (lm.checkpoint)
+_HASHED_BYTES = 64 << 20  # folder files up to this size are hashed; bigger ones by size and time
+
+
+def input_identity(spec: str | Path | None) -> dict[str, Any] | None:
+    """What a run records of one input it reads: for a file its size and SHA-256; for a folder
+    (a model) the hash of its manifest when it has one, else of every file's name, size and
+    contents (files over 64 MiB by size and modification time); for anything else (a data set
+    or model-cache name, an endpoint) the name alone. None for an empty spec. Recorded as a run's
+    ``identity``, so the same path holding other contents is another job on resume."""
+    import hashlib
+
+    if spec is None or str(spec) == "":
+        return None
+    p = Path(spec)
+    if p.is_file():
+        return file_identity(p)
+    if not p.is_dir():
+        return {"name": str(spec)}
+    if (p / _MANIFEST).is_file():
+        return {"path": str(p), "manifest_sha256": file_identity(p / _MANIFEST)["sha256"]}
+    h = hashlib.sha256()
+    files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.endswith(".tmp"))
+    for q in files:
+        st = q.stat()
+        h.update(f"{q.relative_to(p).as_posix()}\x00{st.st_size}\x00".encode())
+        h.update(file_identity(q)["sha256"].encode() if st.st_size <= _HASHED_BYTES
+                 else str(st.st_mtime_ns).encode())
+    return {"path": str(p), "files": len(files), "sha256": h.hexdigest()}
+
+
+def inputs_identity(**inputs: Any) -> dict[str, Any]:
+    """``{name: identity}`` of a runner's inputs: a path or name is given its
+    :func:`input_identity`, a list of texts or records its :func:`texts_identity`; empty inputs
+    are left out. The ``identity`` a runner passes to :class:`Run`."""
+    out: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if isinstance(value, (list, tuple)):
+            out[name] = texts_identity(value)
+        elif (ident := input_identity(value)) is not None:
+            out[name] = ident
+    return out
+
+
 # What a run directory may hold before it has done any work: a refused or failed start leaves
 # only these, and the corrected command may start again there.
 _NO_WORK = {"config.json", "tokenizer", ".tokenizer.tmp"}

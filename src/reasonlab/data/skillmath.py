@@ -37,7 +37,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.config import ConfigError, check_choice, check_order, check_range
 from reasonlab.data.problem import Problem, read_problems, write_splits  # noqa: F401 (re-exported)
 from reasonlab.data.skillmath_wordings import FILLS, WORDINGS
 from reasonlab.data.written_work import column_line, column_work, div_work, mul_work  # noqa: F401
@@ -360,9 +360,11 @@ class SkillMathConfig:
             raise ConfigError(f"config key 'k_weights' = {self.k_weights!r} must be 3 "
                               "non-negative weights for k = 1, 2, 3 (not all zero)")
         check_range("min_number", self.min_number, 0, 10**6)
-        check_range("max_number", self.max_number, max(self.min_number, 1), 10**6)
+        check_range("max_number", self.max_number, 1, 10**6)
+        check_order("min_number", self.min_number, "max_number", self.max_number)
         check_range("max_factor", self.max_factor, 2, 1000)
-        check_range("max_answer", self.max_answer, max(self.max_number, 10), 10**9)
+        check_range("max_answer", self.max_answer, 10, 10**9)
+        check_order("max_number", self.max_number, "max_answer", self.max_answer)
         for t in self.templates:
             check_choice("templates", t, list(range(N_TEMPLATES)))
         for v in self.variants:
@@ -372,8 +374,9 @@ class SkillMathConfig:
         check_choice("heldout_template", self.heldout_template, [-1, *range(N_TEMPLATES)])
         check_choice("solution_style", self.solution_style, list(SOLUTION_STYLES))
         if not self.train_templates:
-            raise ConfigError(f"config keys 'templates' = {self.templates} and 'heldout_template' "
-                              f"= {self.heldout_template} leave no template for training")
+            raise ConfigError(f"config key 'templates' = {self.templates} and config key "
+                              f"'heldout_template' = {self.heldout_template} leave no template "
+                              "for training")
         for p in self.heldout_pairs:
             a, sep, b = p.partition(">")
             if not sep or a not in SKILLS or b not in SKILLS:

@@ -62,7 +62,9 @@ class AccuracyConfig:
         check_range("batch_size", self.batch_size, 1, 1 << 16)
         check_range("bootstrap", self.bootstrap, 0, 1_000_000)
         if self.k > 1 and self.temperature == 0.0:
-            raise ConfigError("config key 'k' > 1 needs 'temperature' > 0 (greedy samples are identical)")
+            raise ConfigError(f"config key 'k' = {self.k} (more than one sample) needs config key "
+                              f"'temperature' = {self.temperature} to be > 0 (greedy samples are "
+                              "identical)")
 
 
 # --------------------------------------------------------------------------- statistics

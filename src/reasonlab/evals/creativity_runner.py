@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.config import ConfigError, check_choice, check_order, check_range
 from reasonlab.evals.creativity import EVALUATORS, e0_by_evaluator, score_creators
 from reasonlab.evals.creators import Creator, condition_prompt, sample_creators
 from reasonlab.runs import Run, atomic_write_json, read_json
@@ -71,7 +71,8 @@ class CreativityConfig:
         for i, n in enumerate(self.ns):
             check_range(f"ns[{i}]", n, 1, 4096)
             if self.total_works // n < 1:
-                raise ConfigError(f"config key 'ns[{i}]' = {n} exceeds total_works={self.total_works}")
+                raise ConfigError(f"config key 'ns[{i}]' = {n} exceeds config key 'total_works' = "
+                                  f"{self.total_works} (each creator needs a work)")
         if not self.modes:
             raise ConfigError("config key 'modes' must list at least one of " + ", ".join(MODES))
         for i, m in enumerate(self.modes):
@@ -92,17 +93,19 @@ class CreativityConfig:
         check_range("dim", self.dim, 8, 4096)
         check_range("n_layers", self.n_layers, 1, 64)
         check_range("n_heads", self.n_heads, 1, 64)
-        check_range("n_kv_heads", self.n_kv_heads, 1, self.n_heads)
+        check_range("n_kv_heads", self.n_kv_heads, 1, 64)
+        check_order("n_kv_heads", self.n_kv_heads, "n_heads", self.n_heads)
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
-            raise ConfigError(f"config keys 'dim'={self.dim}, 'n_heads'={self.n_heads}, "
-                              f"'n_kv_heads'={self.n_kv_heads}: dim must divide by n_heads and "
-                              "n_heads by n_kv_heads")
+            raise ConfigError(f"config key 'dim' = {self.dim}, config key 'n_heads' = "
+                              f"{self.n_heads} and config key 'n_kv_heads' = {self.n_kv_heads}: "
+                              "dim must divide by n_heads and n_heads by n_kv_heads")
         check_range("works_per_row", self.works_per_row, 1, 64)
         check_range("seq_len", self.seq_len, 16, 4096)
         check_range("batch_size", self.batch_size, 1)
         check_range("max_steps", self.max_steps, 1)
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range("warmup_steps", self.warmup_steps, 0)
+        check_order("warmup_steps", self.warmup_steps, "max_steps", self.max_steps)
         check_range("threads", self.threads, 0, 256)
 
 

@@ -44,7 +44,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.config import ConfigError, check_choice, check_order, check_range
 from reasonlab.data.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,8 @@ class NTKConfig:
             check_choice("methods", m, list(METHODS))
         check_range("n_eval", self.n_eval, 1, 100_000)
         check_range("n_train", self.n_train, 1, 100_000)
-        check_range("n_shots", self.n_shots, 1, min(64, self.n_train))
+        check_range("n_shots", self.n_shots, 1, 64)
+        check_order("n_shots", self.n_shots, "n_train", self.n_train)
         check_choice("ft_mode", self.ft_mode, ["full", "lora"])
         check_range("ft_steps", self.ft_steps, 0, 100_000)
         check_range("ft_lr", self.ft_lr, 0.0, 10.0)
@@ -137,7 +138,8 @@ class NTKConfig:
         check_range("bootstrap", self.bootstrap, 0, 1_000_000)
         check_range("max_number", self.max_number, 1, 10**6)
         check_range("max_factor", self.max_factor, 2, 1000)
-        check_range("max_answer", self.max_answer, max(self.max_number, 10), 10**9)
+        check_range("max_answer", self.max_answer, 10, 10**9)
+        check_order("max_number", self.max_number, "max_answer", self.max_answer)
         check_range("threads", self.threads, 0, 1024)
 
     @property

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.config import ConfigError, check_choice, check_order, check_range
 from reasonlab.data.skillmath import SkillMathConfig
 from reasonlab.peft.blora import BLoRAConfig
 
@@ -82,17 +82,20 @@ class CompareConfig:
         check_range("batch_size", self.batch_size, 1, 4096)
         check_range("seq_len", self.seq_len, 8, 1 << 16)
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
-        check_range("warmup_steps", self.warmup_steps, 0, self.steps)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_order("warmup_steps", self.warmup_steps, "steps", self.steps)
         check_range("lora_r", self.lora_r, 1, 4096)
         check_range("lora_alpha", self.lora_alpha, 0.0, lo_open=True)
         check_range("adalora_target_r", self.adalora_target_r, 1, 4096)
-        check_range("adalora_init_r", self.adalora_init_r, self.adalora_target_r, 4096)
+        check_range("adalora_init_r", self.adalora_init_r, 1, 4096)
+        check_order("adalora_target_r", self.adalora_target_r, "adalora_init_r", self.adalora_init_r)
         check_range("adalora_orth_reg", self.adalora_orth_reg, 0.0)
         check_range("eval_limit", self.eval_limit, 1)
         check_range("max_new_tokens", self.max_new_tokens, 1, 4096)
         check_range("eval_batch_size", self.eval_batch_size, 1, 4096)
         if "adalora" in self.methods and self.steps < 10:
-            raise ConfigError(f"config key 'steps' = {self.steps}: AdaLoRA's schedule needs >= 10")
+            raise ConfigError(f"config key 'steps' = {self.steps} is too few for config key "
+                              f"'methods' = {self.methods}: AdaLoRA's schedule needs steps >= 10")
 
 
 # --------------------------------------------------------------------------- pieces
@@ -349,12 +352,12 @@ def run_compare(cfg: CompareConfig, out_dir: str | Path, *, progress: bool = Tru
     from reasonlab.device import torch_threads
     from reasonlab.llama.packing import pack_documents
     from reasonlab.llama.sft import pair_document
-    from reasonlab.runs import Run, atomic_write_json, read_json
+    from reasonlab.runs import Run, atomic_write_json, inputs_identity, read_json
 
     if not cfg.model:
         raise ValueError("config key 'model' is empty: give the base model's HF folder")
     out = Path(out_dir)
-    run = Run(out, cfg, cfg.seeds[0], name="blora_compare")
+    run = Run(out, cfg, cfg.seeds[0], name="blora_compare", identity=inputs_identity(model=cfg.model))
     _, tok = load_base(cfg.model)
     splits = generate(cfg.data)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

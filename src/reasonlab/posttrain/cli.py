@@ -36,7 +36,8 @@ def rejection_sample_cmd(out: Path = OutOpt, config: Optional[Path] = ConfigOpt,
         _require(model=job.model, problems=job.problems)
         lm = load_lm(job.model, device=job.device,
                      batch_size=job.sampling.batch_size * job.sampling.k)
-        res = run_rejection_sampling(lm, read_problems(job.problems), job.sampling, out)
+        res = run_rejection_sampling(lm, read_problems(job.problems), job.sampling, out,
+                                     model=job.model)
     typer.echo(json.dumps(res, indent=2))
 
 

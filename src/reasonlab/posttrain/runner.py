@@ -37,16 +37,14 @@ def run_rs_sft(model_dir: str | Path, best: Sequence[dict[str, Any]], cfg: SFTCo
                out_dir: str | Path, *, threshold: float = 0.5) -> dict[str, Any]:
     """SFT of ``model_dir`` on the kept samples of rejection sampling (``best.jsonl`` records with
     reward > ``threshold``: prompt → completion, loss on the completion); writes ``out_dir/model``.
-    Skipped when already done."""
+    Skipped when already done; a rerun with another model, other samples or another config is
+    refused naming what differs."""
     from transformers import AutoTokenizer
 
     from reasonlab.llama.sft import sft
-    from reasonlab.runs import atomic_write_json, finished_results
+    from reasonlab.runs import Run, inputs_identity
 
     out = Path(out_dir)
-    done = finished_results(out, "model/config.json")
-    if done is not None:
-        return done
     for i, b in enumerate(best, 1):
         if not (isinstance(b.get("prompt"), str) and isinstance(b.get("completion"), str)
                 and isinstance(b.get("reward"), (int, float))):
@@ -55,10 +53,16 @@ def run_rs_sft(model_dir: str | Path, best: Sequence[dict[str, Any]], cfg: SFTCo
     pairs = [(b["prompt"], b["completion"]) for b in best if b["reward"] > threshold]
     if not pairs:
         raise ValueError("RS-SFT: no kept samples (no prompt had a sample with full reward)")
+    cfg = dataclasses.replace(cfg, init_from=str(model_dir))
+    run = Run(out, cfg, cfg.seed, name="rs_sft",
+              identity=inputs_identity(model=str(model_dir), data=pairs))
+    done = run.finished("model/config.json")
+    if done is not None:
+        return done
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    res = sft(dataclasses.replace(cfg, init_from=str(model_dir)), tok, pairs, out)
+    res = sft(cfg, tok, pairs, out, run=run)
     res["examples"] = len(pairs)
-    atomic_write_json(out / "results.json", res)
+    run.save_results(res)
     return res
 
 
@@ -70,10 +74,11 @@ def run_dpo(model_dir: str | Path, pairs: Sequence[dict[str, Any]], cfg: DPOConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from reasonlab.device import pick_device
-    from reasonlab.runs import Run, seed_everything
+    from reasonlab.runs import Run, inputs_identity, seed_everything
     from reasonlab.training.dpo import PreferencePair, train_dpo
 
-    run = Run(out_dir, cfg, cfg.seed, name="dpo")
+    run = Run(out_dir, cfg, cfg.seed, name="dpo",
+              identity=inputs_identity(model=str(model_dir), pairs=list(pairs)))
     model_out = run.path("model")
     done = run.finished("model/config.json")
     if done is not None:
@@ -110,18 +115,21 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
     from reasonlab.data.skillmath import read_problems
     from reasonlab.evals.skillmath_eval import evaluate_sets, pooled_accuracy, read_eval_sets
     from reasonlab.lm.local import LocalLM
-    from reasonlab.runs import Run, read_jsonl
+    from reasonlab.runs import Run, inputs_identity, read_jsonl
 
     if not cfg.model or not cfg.problems:
         raise ConfigError("config keys 'model' (the SFT model dir) and 'problems' (prompts JSONL) "
                           "are required")
     out = Path(out_dir)
-    run = Run(out, cfg, cfg.seed, name="posttrain")
+    run = Run(out, cfg, cfg.seed, name="posttrain",
+              identity=inputs_identity(model=cfg.model, problems=cfg.problems,
+                                       eval_data=cfg.eval_data))
     with torch_threads(cfg.threads):
         problems = read_problems(cfg.problems)
         samp = dataclasses.replace(cfg.sampling, seed=cfg.sampling.seed + 1000 * cfg.seed)
         lm = LocalLM.from_pretrained(cfg.model, device=cfg.device, batch_size=samp.batch_size * samp.k)
-        rs = run_rejection_sampling(lm, problems, samp, out / "rejection", progress=progress)
+        rs = run_rejection_sampling(lm, problems, samp, out / "rejection", progress=progress,
+                                    model=cfg.model)
         del lm
         start, pairs_dir, rs_sft = Path(cfg.model), out / "rejection", None
         models = {"sft": start}
@@ -134,7 +142,7 @@ def run_posttrain(cfg: PosttrainConfig, out_dir: str | Path, *, progress: bool =
             lm = LocalLM.from_pretrained(start, device=cfg.device, batch_size=samp.batch_size * samp.k)
             rs["rs_sft_model"] = run_rejection_sampling(
                 lm, problems, dataclasses.replace(samp, seed=samp.seed + 1), pairs_dir,
-                progress=progress)
+                progress=progress, model=start)
             del lm
         pairs, dpo_cfg = dpo_inputs(read_pairs(pairs_dir / "pairs.jsonl"), cfg.pair_unit, cfg.dpo)
         dpo_dirs, dpo_results = [], []

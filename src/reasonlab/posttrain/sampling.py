@@ -78,12 +78,17 @@ def _select_prompts(problems: Sequence[Problem], n: int, seed: int) -> list[Prob
 
 
 def run_rejection_sampling(lm, problems: Sequence[Problem], cfg: SamplingConfig,
-                           out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+                           out_dir: str | Path, *, progress: bool = True,
+                           model: str | Path | None = None) -> dict[str, Any]:
     """Sample, score and pair into ``out_dir``: samples.jsonl (resumable by prompt), best.jsonl,
-    pairs.jsonl and results.json (pass rates, number of pairs)."""
-    from reasonlab.runs import Run, read_jsonl, to_json, write_jsonl
+    pairs.jsonl and results.json (pass rates, number of pairs). The run records the problems'
+    identity and ``model`` (what ``lm`` was loaded from), so a rerun on other problems or another
+    model is refused instead of mixing samples."""
+    from reasonlab.runs import Run, inputs_identity, read_jsonl, to_json, write_jsonl
 
-    run = Run(out_dir, cfg, cfg.seed, name="rejection_sampling")
+    run = Run(out_dir, cfg, cfg.seed, name="rejection_sampling",
+              identity=inputs_identity(model=None if model is None else str(model),
+                                       problems=list(problems)))
     done_results = run.finished("pairs.jsonl")
     if done_results is not None:
         return done_results

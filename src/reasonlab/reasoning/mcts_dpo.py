@@ -143,14 +143,17 @@ def run_mcts_dpo(cfg: MCTSDPOConfig, out_dir: str | Path, *, progress: bool = Tr
     from reasonlab.lm.local import LocalLM
     from reasonlab.models.cache import resolve_model
     from reasonlab.reasoning.tree_view import tree_html
-    from reasonlab.runs import Run, atomic_write_json, atomic_write_text, read_json, write_jsonl
+    from reasonlab.runs import (Run, atomic_write_json, atomic_write_text, inputs_identity,
+                                read_json, write_jsonl)
     from reasonlab.training.dpo import PreferencePair, train_dpo
 
     if not cfg.model or not cfg.problems:
         raise ConfigError("config keys 'model' (the SFT model) and 'problems' (prompts JSONL) "
                           "are required")
     out = Path(out_dir)
-    run = Run(out, cfg, cfg.seed, name="mcts_dpo")
+    run = Run(out, cfg, cfg.seed, name="mcts_dpo",
+              identity=inputs_identity(model=cfg.model, problems=cfg.problems,
+                                       eval_data=cfg.eval_data))
     done = run.finished()
     if done is not None and done.get("complete"):
         return done

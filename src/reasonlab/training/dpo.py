@@ -376,8 +376,9 @@ class DPOConfig:
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
         check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
         if self.loss_type == "ipo" and self.label_smoothing != 0:
-            raise ConfigError("config key 'label_smoothing' must be 0 with loss_type 'ipo' "
-                              "(cDPO ε applies to 'sigmoid' only)")
+            raise ConfigError(f"config key 'label_smoothing' = {self.label_smoothing!r} must be 0 "
+                              "with config key 'loss_type' = 'ipo' (cDPO ε applies to 'sigmoid' "
+                              "only)")
         check_range("nll_weight", self.nll_weight, 0.0, None)
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range("weight_decay", self.weight_decay, 0.0, None)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reasonlab.config import ConfigError, check_range
+from reasonlab.config import ConfigError, check_order, check_range
 from reasonlab.vision.data import digit_pool, render_number, to_pixels
 
 HEADS_FILE = "heads.safetensors"
@@ -43,17 +43,18 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         check_range("encoder.image_size", self.image_size, 16, 64)
-        check_range("encoder.patch_size", self.patch_size, 2, self.image_size)
+        check_range("encoder.patch_size", self.patch_size, 2, 64)
+        check_order("encoder.patch_size", self.patch_size, "encoder.image_size", self.image_size)
         if self.image_size % self.patch_size:
             raise ConfigError(f"config key 'encoder.patch_size' = {self.patch_size} does not "
-                              f"divide encoder.image_size = {self.image_size}")
+                              f"divide config key 'encoder.image_size' = {self.image_size}")
         check_range("encoder.hidden_size", self.hidden_size, 8, 1024)
+        check_range("encoder.attention_heads", self.attention_heads, 1, 64)
         if self.hidden_size % self.attention_heads:
             raise ConfigError(f"config key 'encoder.attention_heads' = {self.attention_heads} "
-                              f"does not divide encoder.hidden_size = {self.hidden_size}")
+                              f"does not divide config key 'encoder.hidden_size' = {self.hidden_size}")
         check_range("encoder.num_hidden_layers", self.num_hidden_layers, 1, 32)
         check_range("encoder.num_global_layers", self.num_global_layers, 1, 8)
-        check_range("encoder.attention_heads", self.attention_heads, 1, 64)
         check_range("encoder.intermediate_size", self.intermediate_size, 8, 8192)
         check_range("encoder.steps", self.steps, 0, 1_000_000)
         check_range("encoder.batch_size", self.batch_size, 1, 4096)
