@@ -80,10 +80,10 @@ def setting_env(env: EnvSpec, horizon: int, setting: str, unseen_skill: str = "p
     """The environment and horizon of a generalization setting."""
     if setting == "main":
         return env, horizon
-    if setting == "unseen_init":
-        return env.with_options(pretrain_recipe="sgd_long"), horizon
     if setting == "unseen_skill":
         return env.with_options(skill=unseen_skill), horizon
+    if setting == "unseen_init":
+        return env.with_options(pretrain_recipe="sgd_long"), horizon
     if setting in ("shift", "noise", "split"):
         return env.with_options(variant=setting), horizon
     if setting == "long3x":
@@ -149,10 +149,10 @@ def summarize(results: dict[str, list[dict[str, Any]]], baselines: list[str],
                      "final_train_loss": float(np.mean([r["final_loss"] for r in rs])),
                      "test_acc": float(100 * np.nanmean([r["test_acc"] for r in rs])),
                      "diverged": int(sum(r["diverged"] for r in rs))}
-    best = min(baselines, key=lambda b: per[b]["mean_train_loss"])
-    vs = {name: {"vs_best": paired_stats(results[name], results[best]),
         if all("test_loss" in r for r in rs):  # environments with a held-out loss
             per[name]["test_loss"] = float(np.nanmean([r["test_loss"] for r in rs]))
+    best = min(baselines, key=lambda b: per[b]["mean_train_loss"])
+    vs = {name: {"vs_best": paired_stats(results[name], results[best]),
                  "vs": {b: paired_stats(results[name], results[b]) for b in baselines}}
           for name in learned}
     return {"optimizers": per, "best_baseline": best, "learned": vs}
