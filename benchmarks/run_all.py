@@ -223,7 +223,9 @@ ENTRIES: list[Entry] = [
           "python benchmarks/mutation.py --max-mutants 40 --budget-minutes 20"),
     Entry("cli_faults", "cli_faults", "CLI faults",
           lambda d: f"{d.get('clear_errors')}/{d.get('error_cases', d.get('cases'))} bad inputs "
-                    f"give a clear error, work lost {d.get('work_lost')}",
+                    f"give a clear error, work lost {d.get('work_lost')}; README examples: "
+                    f"{d.get('readme_examples_run')} of {d.get('readme_examples_total')} run here "
+                    "(the rest under pytest -m slow)",
           "— (infrastructure)", "—", "python benchmarks/cli_faults.py"),
 ]
 
