@@ -117,6 +117,37 @@ def time_basis(cfg: L3RSConfig, t: int, horizon: int | None = None) -> torch.Ten
     return torch.tensor(feats, dtype=torch.float64)
 
 
+
+def write_meta_file(path: str | Path, slices: dict[str, Any], meta: dict[str, str], fmt: str,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Meta-parameter slices as safetensors, ``meta`` (plus ``format`` and ``extra``) in its
+    header, written atomically (the file format of L3RS and the MLP learned optimizer)."""
+    from safetensors.torch import save
+
+    from reasonlab.runs import atomic_write_bytes
+
+    meta = {**meta, "format": fmt}
+    if extra:
+        meta["extra"] = json.dumps(extra, default=str)
+    tensors = {k: v.contiguous().clone() for k, v in slices.items()}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def read_meta_file(path: str | Path, fmt: str, what: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The header and tensors of a file written by :func:`write_meta_file` in format ``fmt``;
+    a missing file or another format raises an error naming the file."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"meta-parameter file not found: {p}")
+    with safe_open(str(p), framework="pt") as f:
+        md = f.metadata() or {}
+        if md.get("format") != fmt:
+            raise ValueError(f"{p} is not {what} meta-parameter file")
+        return md, {k: f.get_tensor(k) for k in f.keys()}
+
+
 class MetaModel:
     """The learned function features → (λ, μ): named slices of one flat float64 vector.
 
@@ -241,32 +272,16 @@ class MetaModel:
     # -- files ------------------------------------------------------------------------------
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write the meta-parameters as safetensors (named slices; config in the metadata)."""
-        from safetensors.torch import save
-
-        from reasonlab.runs import atomic_write_bytes
-
-        meta = {"config": json.dumps(dataclasses.asdict(self.config)),
-                "n_layers": str(self.n_layers), "format": "reasonlab.l3rs/1"}
-        if extra:
-            meta["extra"] = json.dumps(extra, default=str)
-        tensors = {k: v.contiguous().clone() for k, v in self.slices().items()}
-        atomic_write_bytes(path, save(tensors, metadata=meta))
+        write_meta_file(path, self.slices(), {"config": json.dumps(dataclasses.asdict(self.config)),
+                                              "n_layers": str(self.n_layers)},
+                        "reasonlab.l3rs/1", extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "MetaModel":
-        from safetensors import safe_open
-
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"meta-parameter file not found: {p}")
-        with safe_open(str(p), framework="pt") as f:
-            md = f.metadata() or {}
-            if md.get("format") != "reasonlab.l3rs/1":
-                raise ValueError(f"{p} is not an L3RS meta-parameter file")
-            config = L3RSConfig(**json.loads(md["config"]))
-            m = cls(config, int(md["n_layers"]))
-            for name, view in m.slices().items():
-                view.copy_(f.get_tensor(name))
+        md, tensors = read_meta_file(path, "reasonlab.l3rs/1", "an L3RS")
+        m = cls(L3RSConfig(**json.loads(md["config"])), int(md["n_layers"]))
+        for name, view in m.slices().items():
+            view.copy_(tensors[name])
         return m
 
     def describe(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from reasonlab.config import ConfigError, check_range
+from reasonlab.optim.l3rs import read_meta_file, write_meta_file
 
 FORMAT = "reasonlab.lopt/1"
 
@@ -103,30 +104,15 @@ class LOptModel:
                 "layout": {k: list(v) for k, v in self.layout.items()}}
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-        from safetensors.torch import save
-
-        from reasonlab.runs import atomic_write_bytes
-
-        meta = {"config": json.dumps(dataclasses.asdict(self.config)), "format": FORMAT}
-        if extra:
-            meta["extra"] = json.dumps(extra, default=str)
-        tensors = {k: v.contiguous().clone() for k, v in self._slices.items()}
-        atomic_write_bytes(path, save(tensors, metadata=meta))
+        write_meta_file(path, self._slices, {"config": json.dumps(dataclasses.asdict(self.config))},
+                        FORMAT, extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "LOptModel":
-        from safetensors import safe_open
-
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"meta-parameter file not found: {p}")
-        with safe_open(str(p), framework="pt") as f:
-            md = f.metadata() or {}
-            if md.get("format") != FORMAT:
-                raise ValueError(f"{p} is not a learned-optimizer (lopt) meta-parameter file")
-            m = cls(LOptConfig(**json.loads(md["config"])))
-            for name, view in m._slices.items():
-                view.copy_(f.get_tensor(name))
+        md, tensors = read_meta_file(path, FORMAT, "a learned-optimizer (lopt)")
+        m = cls(LOptConfig(**json.loads(md["config"])))
+        for name, view in m._slices.items():
+            view.copy_(tensors[name])
         return m
 
 
