@@ -11,6 +11,20 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _progress_as_lines() -> None:
+    """A benchmark logging to a file gets periodic progress lines, as the CLI does, not one
+    line of carriage-return redraws."""
+    try:
+        from reasonlab.cli_common import ProgressLines
+    except ImportError:  # the package is not installed: leave stderr alone
+        return
+    if not sys.stderr.isatty() and not isinstance(sys.stderr, ProgressLines):
+        sys.stderr = ProgressLines(sys.stderr)
+
+
+_progress_as_lines()
+
+
 def machine() -> dict:
     import torch
 

@@ -136,13 +136,29 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"unknown config key '{prefix}{unknown[0]}' for {cls.__name__}; "
             f"known keys: {', '.join(sorted(fields))}"
         )
-    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
+    kwargs = {k: _coerce(prefix + k, _onto_default(fields[k], v), hints[k]) for k, v in data.items()}
     if not prefix:
         return cls(**kwargs)
     try:
         return cls(**kwargs)
     except ConfigError as e:  # a nested section's own checks name its keys without the section
         raise ConfigError(_prefixed(str(e), prefix, set(fields))) from None
+
+
+def _onto_default(f: dataclasses.Field, value: Any) -> Any:
+    """A partial mapping for a nested section, laid over that field's own default (not the
+    section class's defaults): ``--set dpo.beta=0.2`` keeps the other values the parent chose."""
+    if not isinstance(value, dict):
+        return value
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        return value
+    if not dataclasses.is_dataclass(default) or isinstance(default, type):
+        return value
+    return _merge(dataclasses.asdict(default), value)
 
 
 def _prefixed(message: str, prefix: str, names: set[str]) -> str:
