@@ -1,6 +1,8 @@
 """GCG vs GCG with probe sampling on the tiny aligned chat model, and side by side with nanoGCG.
 
-Measures (issue 16): the aligned model's refusal rate on held-out AdvBench behaviours and its false
+Measures (issue 16): the target's (``--target``, by default ``aligned-chat-l``: ~30x the parameters
+of the draft ``aligned-chat-draft``, so the draft is much cheaper to run, as in the paper) refusal
+rate on held-out AdvBench behaviours and its false
 refusal rate on held-out benign requests (from the recipe's ``aligned_chat.json``); plain GCG and
 probe sampling on the same held-out behaviours the model refuses, same seeds: ASR (refusal
 prefixes and exact target), target forward passes and wall time needed to reach the same best loss
@@ -137,6 +139,9 @@ def main() -> None:
     ap.add_argument("--search-width", type=int, default=None)
     ap.add_argument("--topk", type=int, default=None)
     ap.add_argument("--nanogcg-steps", type=int, default=None)
+    ap.add_argument("--target", default="aligned-chat-l",
+                    help="target model: a recipe of the model cache or an HF folder")
+    ap.add_argument("--draft", default="aligned-chat-draft", help="probe-sampling draft model")
     ap.add_argument("--out", default=str(HERE / "results" / "gcg_probe.json"))
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -157,7 +162,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     t_start = time.time()
 
-    target_dir, draft_dir = resolve("aligned-chat"), resolve("aligned-chat-draft")
+    target_dir, draft_dir = resolve(args.target), resolve(args.draft)
     info = json.loads((target_dir / "aligned_chat.json").read_text())
     model, tok = load_model(str(target_dir))
     draft, dtok = load_model(str(draft_dir))
@@ -263,7 +268,7 @@ def main() -> None:
         "seeds": seeds,
         "settings": {"quick": q, "behaviours": len(behaviours), "steps": steps, "search_width": width,
                      "topk": topk, "optim_str_init": init, "probe_sampling_factor": 16, "probe_r": 8,
-                     "target_model": "aligned-chat", "draft_model": "aligned-chat-draft",
+                     "target_model": args.target, "draft_model": args.draft,
                      "target_params": sum(p.numel() for p in model.parameters()),
                      "draft_params": sum(p.numel() for p in draft.parameters())},
         "rows": rows,

@@ -52,3 +52,19 @@ def test_preset_spec():
         AlignedChatConfig(preset="tiny-0.5m@wide")
     with pytest.raises(ConfigError, match="heldout_fraction"):
         AlignedChatConfig(heldout_fraction=0.0)
+
+
+def test_probe_target_recipe_is_much_larger_than_the_draft_and_trained_the_same_way():
+    from dataclasses import asdict
+
+    from reasonlab.models.aligned_chat import DRAFT_CONFIG, LARGE_CONFIG, TARGET_CONFIG, n_params
+    from reasonlab.models.recipes import get_recipe
+
+    assert get_recipe("aligned-chat-l").config == LARGE_CONFIG
+    assert get_recipe("aligned-chat-l").micro_config == get_recipe("aligned-chat-draft").micro_config
+    # same data, split and tokenizer settings: the trained tokenizers come out identical
+    same = lambda c: {k: v for k, v in asdict(c).items() if k not in ("preset", "max_steps")}  # noqa: E731
+    assert same(LARGE_CONFIG) == same(DRAFT_CONFIG) == same(TARGET_CONFIG)
+    draft, target, large = n_params(DRAFT_CONFIG), n_params(TARGET_CONFIG), n_params(LARGE_CONFIG)
+    assert draft == 186648 and target == 861056  # the models built by the cache
+    assert large / draft > 25 and large > 5_000_000

@@ -249,19 +249,25 @@ def _parse_preset(spec: str) -> tuple[str, int, int]:
     return name, dim, n_layers
 
 
-def _fresh_model(cfg: AlignedChatConfig, tokenizer, path: Path) -> str:
-    """A seeded random model of the preset with the width / depth of ``PRESET@DIMxLAYERS``,
-    saved to ``path`` so that SFT starts from it (heads keep the preset's head size)."""
-    import torch
-    from transformers import LlamaForCausalLM
-
+def model_config(cfg: AlignedChatConfig, tokenizer_or_vocab):
+    """The ``LlamaConfig`` the recipe trains: the preset, narrowed to ``PRESET@DIMxLAYERS``'s width
+    and depth when given (heads keep the preset's head size). ``tokenizer_or_vocab``: the trained
+    tokenizer (its vocabulary and special ids) or just a vocabulary size."""
     from reasonlab.llama.configs import ffn_hidden_dim, preset, preset_shape
 
+    ids = {}
+    if isinstance(tokenizer_or_vocab, int):
+        vocab = tokenizer_or_vocab
+    else:
+        vocab = len(tokenizer_or_vocab)
+        ids = dict(bos_token_id=tokenizer_or_vocab.bos_token_id,
+                   eos_token_id=tokenizer_or_vocab.eos_token_id,
+                   pad_token_id=tokenizer_or_vocab.pad_token_id)
     name, dim, n_layers = _parse_preset(cfg.preset)
+    conf = preset(name, vocab_size=vocab, max_position_embeddings=max(cfg.seq_len, 512), **ids)
+    if not dim:
+        return conf
     shape = preset_shape(name)
-    conf = preset(name, vocab_size=len(tokenizer), max_position_embeddings=max(cfg.seq_len, 512),
-                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id)
     head = conf.head_dim
     if dim % head:
         raise ValueError(f"preset {cfg.preset!r}: width {dim} must be a multiple of the head size {head}")
@@ -270,6 +276,26 @@ def _fresh_model(cfg: AlignedChatConfig, tokenizer, path: Path) -> str:
     conf.num_key_value_heads = min(conf.num_key_value_heads, conf.num_attention_heads)
     conf.intermediate_size = ffn_hidden_dim(dim, shape.ffn_dim_multiplier, shape.multiple_of)
     conf.num_hidden_layers = n_layers
+    return conf
+
+
+def n_params(cfg: AlignedChatConfig, vocab_size: int | None = None) -> int:
+    """Parameters of the model the recipe trains (counted without allocating it)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(model_config(cfg, vocab_size or cfg.vocab_size))
+    return sum(p.numel() for p in model.parameters())
+
+
+def _fresh_model(cfg: AlignedChatConfig, tokenizer, path: Path) -> str:
+    """A seeded random model of ``PRESET@DIMxLAYERS`` (:func:`model_config`), saved to ``path``
+    so that SFT starts from it."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    conf = model_config(cfg, tokenizer)
     torch.manual_seed(cfg.seed)
     LlamaForCausalLM(conf).save_pretrained(str(path))
     return str(path)
@@ -315,6 +341,9 @@ def build(cfg: AlignedChatConfig, out_dir: str | Path) -> None:
 
 TARGET_CONFIG = AlignedChatConfig()
 DRAFT_CONFIG = AlignedChatConfig(preset="tiny-0.5m@56x2", max_steps=250)
+# The probe-sampling target: ~30x the draft's parameters, so that the draft's forward over all
+# candidates is much cheaper than the target's (the paper's targets are 7B, its drafts ~0.1B).
+LARGE_CONFIG = AlignedChatConfig(preset="tiny-5m")
 MICRO_CONFIG = AlignedChatConfig(preset="tiny-0.5m", vocab_size=320, n_benign=60, harmful_repeats=1,
                                  max_steps=4, batch_size=4, seq_len=64, eval_limit=0)
 
@@ -328,6 +357,9 @@ def _register() -> None:
     register(Recipe(name="aligned-chat-draft", config=DRAFT_CONFIG, build=build,
                     micro_config=MICRO_CONFIG,
                     description="smaller model of the same family (the probe-sampling draft)"))
+    register(Recipe(name="aligned-chat-l", config=LARGE_CONFIG, build=build, micro_config=MICRO_CONFIG,
+                    description="larger model of the same family (the probe-sampling benchmark's "
+                                "target)"))
 
 
 _register()
