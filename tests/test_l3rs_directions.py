@@ -125,13 +125,13 @@ def test_state_features_from_loss_and_gradient_emas():
     p = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
     opt = L3RS([p], MetaModel(cfg, 1))
     psis = []
-    orig = opt.meta.coefficients
+    orig = opt.meta.coefficients_np  # the step's path (coefficients() wraps it for torch)
 
     def spy(phi, psi=None, rows=None):
-        psis.append(psi.clone())
+        psis.append(psi.copy())
         return orig(phi, psi, rows)
 
-    opt.meta.coefficients = spy
+    opt.meta.coefficients_np = spy
     for loss, gscale in ((4.0, 1.0), (2.0, 3.0)):
         p.grad = torch.full((4,), gscale, dtype=torch.float64)
         opt.step(loss=loss)

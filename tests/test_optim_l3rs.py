@@ -217,3 +217,22 @@ def test_config_validation():
         L3RSConfig(time_features="relative")
     with pytest.raises(ValueError, match="entries"):
         MetaModel(L3RSConfig(), 6, theta=[0.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_segment_norms_equal_each_tensors_norm(dtype):
+    """The per-tensor norms of the flat buffers (NumPy segment sums on the CPU, a foreach norm
+    otherwise) are each tensor's own L2 norm."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3)).to(dtype)
+    cfg = L3RSConfig(directions=["sgd", "adam"], normalize="rms", state_features=True)
+    opt = L3RS(model.parameters(), MetaModel(cfg, 4))
+    model(torch.randn(2, 5, dtype=dtype)).sum().backward()
+    opt.step(loss=1.0)
+    flat = opt._flat["grad"]
+    got = opt._segment_norms([flat, 2 * flat])
+    want = torch.stack([p.grad.double().norm() for p in model.parameters()]).numpy()
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
+    assert got.shape == (2, 4)
+    assert got[0] == pytest.approx(want, rel=tol)
+    assert got[1] == pytest.approx(2 * want, rel=tol)

@@ -108,13 +108,17 @@ class L3RSConfig:
 
 def time_basis(cfg: L3RSConfig, t: int, horizon: int | None = None) -> torch.Tensor:
     """φ(t): ``[1, exp(−t/τ)…, t/T, (t/T)²]`` as float64 (t counts steps from 0)."""
+    return torch.from_numpy(_time_basis_np(cfg, t, horizon))
+
+
+def _time_basis_np(cfg: L3RSConfig, t: int, horizon: int | None = None) -> np.ndarray:
     feats = [1.0]
     if cfg.time_features in ("absolute", "both"):
         feats += [math.exp(-t / tau) for tau in cfg.time_scales]
     if cfg.time_features in ("progress", "both"):
         s = t / float(horizon or cfg.horizon)
         feats += [s, s * s]
-    return torch.tensor(feats, dtype=torch.float64)
+    return np.array(feats, dtype=np.float64)
 
 
 
@@ -215,7 +219,16 @@ class MetaModel:
                      rows: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """λ [n] and μ [n, P] (float64) for layer ``rows`` (default all L) from time features
         φ [K] and, when the config uses them, state features ψ [n, F]."""
-        c, s = self.config, self._slices
+        lam, mu = self.coefficients_np(np.asarray(phi, dtype=np.float64),
+                                       None if psi is None else np.asarray(psi, dtype=np.float64),
+                                       rows)
+        return torch.from_numpy(lam), torch.from_numpy(mu)
+
+    def coefficients_np(self, phi: np.ndarray, psi: np.ndarray | None = None,
+                        rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`coefficients` on NumPy arrays (the optimizer's hot path: these are a few
+        dozen numbers, where NumPy's per-call cost is a fraction of torch's)."""
+        c, s = self.config, self._np_slices()
         rows = tuple(range(self.n_layers)) if rows is None else tuple(rows)
         r = self._row_index(rows)
         n, P = len(rows), len(c.directions)
@@ -224,24 +237,34 @@ class MetaModel:
             if "step_state" in s and psi is not None:
                 z0 = z0 + psi @ s["step_state"]
         else:
-            z0 = s["log_step"].expand(n)
-        lam = c.base_lr * torch.exp(z0)
+            z0 = np.broadcast_to(s["log_step"], (n,))
+        lam = c.base_lr * np.exp(z0)
         if "mix_table" in s:
             logits = (s["mix_table"] if r is None else s["mix_table"][r]) @ phi
             if "mix_state" in s and psi is not None:
                 logits = logits + psi @ s["mix_state"].T
-            mu = torch.softmax(logits, dim=-1)
+            with np.errstate(invalid="ignore"):  # an all −inf row gives NaN, as torch.softmax
+                e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+                mu = e / e.sum(axis=-1, keepdims=True)
         else:
-            mu = torch.full((n, P), 1.0 / P, dtype=torch.float64)
+            mu = np.full((n, P), 1.0 / P)
         return lam, mu
 
-    def _row_index(self, rows: tuple[int, ...]) -> torch.Tensor | None:
-        """An index tensor for ``rows`` (None when they are all rows in order), cached."""
+    def _np_slices(self) -> dict[str, np.ndarray]:
+        """NumPy views of the slices (sharing ``theta``'s memory, so in-place writes show)."""
+        cached = self.__dict__.get("_np_cache")
+        if cached is None or cached[0] is not self.theta:
+            cached = (self.theta, {k: v.numpy() for k, v in self._slices.items()})
+            self._np_cache = cached
+        return cached[1]
+
+    def _row_index(self, rows: tuple[int, ...]) -> np.ndarray | None:
+        """An index array for ``rows`` (None when they are all rows in order), cached."""
         if rows == tuple(range(self.n_layers)):
             return None
         cache = self.__dict__.setdefault("_row_cache", {})
         if rows not in cache:
-            cache[rows] = torch.tensor(rows, dtype=torch.long)
+            cache[rows] = np.array(rows, dtype=np.int64)
         return cache[rows]
 
     # -- fixed settings (tests, ablations, the Adam check) -------------------------------------
@@ -382,21 +405,34 @@ class L3RS(torch.optim.Optimizer):
             if f is not None:
                 feats[i] = torch.as_tensor(f, dtype=torch.float64)
                 fresh[i] = False
-        self._feats, self._fresh = feats, fresh
+        self._feats, self._fresh = feats, (fresh if fresh.any() else None)
         self._feat_rows = list(feats)
         for i in np.flatnonzero(~fresh):
             self.state[params[i]]["features"] = self._feat_rows[i]
         self._sizes = sizes
         self._lengths = torch.tensor(sizes, device=ref.device)
         self._sqrt_numel = np.sqrt(np.array(sizes, dtype=np.float64))
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
         self._layout = tuple(id(p) for p in params)
 
-    def _segment_norms(self, *xs: torch.Tensor) -> torch.Tensor:
-        """[len(xs), n]: the L2 norm of each tensor's slice of each flat ``x`` (float64, CPU),
-        in one foreach call."""
-        parts = [part for x in xs for part in x.split(self._sizes)]
-        norms = torch.stack(torch._foreach_norm(parts)).double().cpu()
-        return norms.view(len(xs), len(self._sizes))
+    def _segment_norms(self, xs: Sequence[torch.Tensor]) -> np.ndarray:
+        """[len(xs), n] float64: the L2 norm of each tensor's slice of each flat ``x``. On the CPU
+        one NumPy segment sum per buffer (cheaper than a norm per slice for small models)."""
+        if not xs:
+            return np.zeros((0, len(self._sizes)))
+        if xs[0].device.type != "cpu" or xs[0].dtype not in _NP_DTYPES:
+            parts = [part for x in xs for part in x.split(self._sizes)]
+            return torch.stack(torch._foreach_norm(parts)).double().cpu().numpy().reshape(
+                len(xs), -1)
+        sq = self.__dict__.get("_sq_buf")
+        if (sq is None or sq.shape[0] < len(xs) or sq.shape[1] != xs[0].numel()
+                or sq.dtype != xs[0].numpy().dtype):
+            sq = self._sq_buf = np.empty((len(xs), xs[0].numel()), dtype=xs[0].numpy().dtype)
+        for k, x in enumerate(xs):
+            a = x.detach().numpy()
+            np.multiply(a, a, out=sq[k])
+        out = np.add.reduceat(sq[:len(xs)], self._offsets, axis=1, dtype=np.float64)
+        return np.sqrt(out, out=out)
 
     def _used_directions(self) -> list[bool]:
         """Which directions can get a non-zero weight: a direction whose mix logit is −inf in
@@ -412,8 +448,14 @@ class L3RS(torch.optim.Optimizer):
             self._used_key = key
         return self._used
 
+    def _used_index(self, used: list[bool]) -> list[int]:
+        key = tuple(used)
+        if getattr(self, "_used_idx_key", None) != key:
+            self._used_idx_key, self._used_idx = key, [i for i, u in enumerate(used) if u]
+        return self._used_idx
+
     # -- features -------------------------------------------------------------------------------
-    def _state_features(self, gns: np.ndarray, wns: np.ndarray) -> torch.Tensor:
+    def _state_features(self, gns: np.ndarray, wns: np.ndarray) -> np.ndarray:
         """Update each tensor's grad-norm EMAs from this step's gradient norms ``gns`` and return
         ψ [n, F]: loss EMA log-ratios (fast/mid, mid/slow, mid/start), grad-norm EMA log-ratios
         (the same three) and 10·log(‖w‖/‖w₀‖) (weight norms ``wns``), each clipped to [−3, 3].
@@ -421,25 +463,26 @@ class L3RS(torch.optim.Optimizer):
         decays = np.asarray(self.config.ema_decays, dtype=np.float64)
         f = self._feats.numpy()  # shares memory with the state["features"] rows
         fresh = self._fresh
-        if fresh.any():
+        if fresh is None:  # the usual step: every tensor has its EMAs
+            f[:, :3] *= decays
+            f[:, :3] += (1 - decays) * gns[:, None]
+        else:
             f[fresh, :4] = gns[fresh, None]
             f[fresh, 4] = wns[fresh]
-        old = ~fresh
-        f[old, :3] = decays * f[old, :3] + (1 - decays) * gns[old, None]
-        if fresh.any():
+            old = ~fresh
+            f[old, :3] = decays * f[old, :3] + (1 - decays) * gns[old, None]
             for i in np.flatnonzero(fresh):
                 self.state[self._params[i]]["features"] = self._feat_rows[i]
-            self._fresh = np.zeros_like(fresh)
+            self._fresh = None
         le, l0 = self._global["loss_ema"], self._global["loss0"]
         loss_f = ([0.0] * 3 if le is None else
                   [_logratio(le[0], le[1]), _logratio(le[1], le[2]), _logratio(le[1], l0)])
         psi = np.empty((len(gns), 7))
         psi[:, :3] = loss_f
-        psi[:, 3] = _logratio_np(f[:, 0], f[:, 1])
-        psi[:, 4] = _logratio_np(f[:, 1], f[:, 2])
-        psi[:, 5] = _logratio_np(f[:, 1], f[:, 3])
-        psi[:, 6] = _logratio_np(wns, f[:, 4], 10.0)
-        return torch.from_numpy(psi)
+        # grad-norm EMA ratios fast/mid, mid/slow, mid/start and the weight-norm ratio, in one call
+        num = np.stack([f[:, 0], f[:, 1], f[:, 1], wns], axis=1)
+        psi[:, 3:] = _logratio_np(num, f[:, 1:5], _FEATURE_SCALES)
+        return psi
 
     # -- the step -------------------------------------------------------------------------------
     def _directions(self, g: torch.Tensor, t: int, need: Sequence[bool]
@@ -519,24 +562,27 @@ class L3RS(torch.optim.Optimizer):
         g = self._flat["grad"]
         used = self._used_directions()
         dirs = [d for d in self._directions(g, t, used) if d is not None]
-        # every per-tensor norm this step needs, in one foreach pass
-        parts: list[torch.Tensor] = []
-        if c.state_features:
-            parts += self._views["grad"] + params
-        if c.normalize == "rms":
-            parts += [v for _, views in dirs for v in views]
-        norms = torch.stack(torch._foreach_norm(parts)).double().numpy() if parts else None
+        # every per-tensor norm this step needs: segment sums over the flat buffers, one foreach
+        # pass over the parameters
+        flats = ([g] if c.state_features else []) + (
+            [d for d, _ in dirs] if c.normalize == "rms" else [])
+        norms = self._segment_norms(flats)
         psi = None
         if c.state_features:
-            psi = self._state_features(norms[:n], norms[n:2 * n])
-            norms = norms[2 * n:]
-        lam, mu = self.meta.coefficients(time_basis(c, t, self.horizon), psi, self._row_list)
-        self.last_coefficients = (lam, mu)
-        coef = (mu.numpy()[:, [i for i, u in enumerate(used) if u]].T * lam.numpy())  # λ·μ
+            wns = torch.stack(torch._foreach_norm(params)).double().cpu().numpy()
+            psi = self._state_features(norms[0], wns)
+            norms = norms[1:]
+        lam, mu = self.meta.coefficients_np(_time_basis_np(c, t, self.horizon), psi, self._row_list)
+        self.last_coefficients = (torch.from_numpy(lam), torch.from_numpy(mu))
+        coef = mu[:, self._used_index(used)].T * lam  # λ·μ
         if c.normalize == "rms":
-            coef = coef / (norms.reshape(len(dirs), n) / self._sqrt_numel + c.eps)
-        coef_el = torch.from_numpy(coef).to(g.dtype).to(g.device).repeat_interleave(
-            self._lengths, dim=1, output_size=g.numel())
+            coef = coef / (norms / self._sqrt_numel + c.eps)
+        np_dtype = _NP_DTYPES.get(g.dtype)
+        if g.device.type == "cpu" and np_dtype is not None:  # per-element coefficients
+            coef_el = torch.from_numpy(np.repeat(coef.astype(np_dtype), self._sizes, axis=1))
+        else:
+            coef_el = torch.from_numpy(coef).to(g.device, g.dtype).repeat_interleave(
+                self._lengths, dim=1, output_size=g.numel())
         upd = self._flat["update"]
         torch.mul(coef_el[0], dirs[0][0], out=upd)
         for k in range(1, len(dirs)):
@@ -552,9 +598,12 @@ def _logratio(a: float, b: float | None, scale: float = 1.0) -> float:
     return max(-_CLIP, min(_CLIP, scale * math.log(a / b)))
 
 
-def _logratio_np(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """:func:`_logratio` elementwise over arrays."""
+def _logratio_np(a: np.ndarray, b: np.ndarray, scale: Any = 1.0) -> np.ndarray:
+    """:func:`_logratio` elementwise over arrays (``scale`` broadcasts)."""
     ok = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        r = scale * np.log(np.where(ok, a, 1.0) / np.where(ok, b, 1.0))
+    r = scale * (np.log(np.where(ok, a, 1.0)) - np.log(np.where(ok, b, 1.0)))  # no overflow
     return np.where(ok, np.clip(r, -_CLIP, _CLIP), 0.0)
+
+
+_FEATURE_SCALES = np.array([1.0, 1.0, 1.0, 10.0])  # the weight-norm ratio is scaled by 10
+_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
