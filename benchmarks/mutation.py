@@ -107,7 +107,7 @@ TARGETS = [
            ["cell_stats", "contrast", "interval", "diag_weights", "structure_weights",
             "samples_needed", "kernel_from_measures", "learning_effects", "_skill_diag_weights"],
            "the NTK kernel"),
-    Target("reasonlab.evals.creativity", ["tests/test_creativity.py"],
+    Target("reasonlab.evals.creativity", ["tests/test_creativity_mutants.py", "tests/test_creativity.py"],
            ["concentration_bound", "estimate_e0", "E0Estimate", "kl_per_char", "wilson_interval",
             "e0_by_evaluator"], "E0 and its bound"),
 ]
