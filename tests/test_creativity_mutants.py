@@ -77,6 +77,9 @@ def test_wilson_interval_edges_and_z():
     lo, hi = C.wilson_interval(5, 10, z=1.0)
     assert (lo, hi) == pytest.approx((0.5 - math.sqrt(0.025 + 1 / 400) / 1.1,
                                       0.5 + math.sqrt(0.025 + 1 / 400) / 1.1), abs=1e-12)
+    z = 1.959964  # one trial is enough
+    lo, hi = C.wilson_interval(1, 1)
+    assert lo == pytest.approx(1 / (1 + z * z), rel=1e-9) and hi == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="n must be > 0"):
         C.wilson_interval(0, 0)
 
