@@ -77,7 +77,7 @@ TARGETS = [
     Target("reasonlab.data.answers", ["tests/test_answers.py"], what="answer grading"),
     Target("reasonlab.llama.packing", ["tests/test_packing_mutants.py", "tests/test_packing.py"],
            what="packing, document masks"),
-    Target("reasonlab.llama.schedules", ["tests/test_schedules.py"], what="LR and batch schedules"),
+    Target("reasonlab.llama.schedules", ["tests/test_schedules_mutants.py", "tests/test_schedules.py"], what="LR and batch schedules"),
     Target("reasonlab.llama.trainer", ["tests/test_trainer_core.py"],
            ["stream_indices", "token_losses", "batch_inputs", "evaluate", "Trainer.latest_checkpoint",
             "Trainer.save_checkpoint", "Trainer.load_checkpoint", "Trainer._micro_size",
