@@ -28,3 +28,10 @@ def test_default_probe_and_filtered_sizes():
     sel = probe_select(torch.arange(160, dtype=torch.float64), lambda idx: (160 - idx).double(),
                        generator=torch.Generator().manual_seed(0))
     assert len(sel.probe) == 10 and len(sel.filtered) == 20
+
+
+def test_fewer_candidates_than_the_sampling_factor_probe_one():
+    sel = probe_select(torch.arange(20, dtype=torch.float64), lambda idx: idx.double(),
+                       generator=torch.Generator().manual_seed(0))
+    assert len(sel.probe) == 1 and sel.alpha == 0.0  # one probe: no correlation
+    assert len(sel.filtered) == 2  # int(20 / 8)
