@@ -24,3 +24,8 @@ def test_rank_mask_without_rank_gates_is_all_ones():
     assert layer.rank_mask().tolist() == [1.0, 1.0, 1.0, 1.0]
     gated = B.BLoRALinear(nn.Linear(6, 5), B.BLoRAConfig(r=4, log_alpha_init=-10.0)).eval()
     assert gated.rank_mask().tolist() == [1.0, 0.0, 0.0, 0.0]  # the gates say off
+
+
+def test_evaluation_gate_is_on_exactly_when_log_alpha_is_positive():
+    la = torch.tensor([-3.0, -0.2, -0.01, 0.01, 0.2, 0.35, 3.0])
+    assert B.hard_concrete(la, training=False).tolist() == [0, 0, 0, 1, 1, 1, 1]
