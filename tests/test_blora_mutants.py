@@ -29,3 +29,11 @@ def test_rank_mask_without_rank_gates_is_all_ones():
 def test_evaluation_gate_is_on_exactly_when_log_alpha_is_positive():
     la = torch.tensor([-3.0, -0.2, -0.01, 0.01, 0.2, 0.35, 3.0])
     assert B.hard_concrete(la, training=False).tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_rank_two_adapter_can_drop_its_second_rank():
+    torch.manual_seed(0)
+    off = B.BLoRALinear(nn.Linear(6, 5), B.BLoRAConfig(r=2, log_alpha_init=-10.0)).eval()
+    assert off.rank_mask().tolist() == [1.0, 0.0]
+    one = B.BLoRALinear(nn.Linear(6, 5), B.BLoRAConfig(r=1, log_alpha_init=-10.0)).eval()
+    assert one.rank_mask().tolist() == [1.0]
