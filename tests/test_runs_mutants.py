@@ -30,7 +30,7 @@ def test_seed_everything_seeds_python_numpy_and_torch():
 
 
 def test_atomic_write_permissions_and_no_temp_left(tmp_path):
-    p = tmp_path / "sub" / "a.bin"
+    p = tmp_path / "sub" / "deeper" / "a.bin"  # missing parents are made
     R.atomic_write_bytes(p, b"xyz")
     assert p.read_bytes() == b"xyz"
     assert (p.stat().st_mode & 0o777) == (0o666 & ~R._UMASK)
