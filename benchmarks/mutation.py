@@ -117,6 +117,9 @@ TARGETS = [
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("src/reasonlab/llama/schedules.py", "if warmup_steps > 0 and step < warmup_steps:",
      "`>` -> `>=`"): "with warmup_steps == 0 the second test, step < 0, is false for every step",
+    ("src/reasonlab/evals/ntk.py",
+     "means = x[rng.integers(0, len(x), size=(n_boot, n))].mean(-1)", "`-x` -> `+x`"):
+        "the resampled array is 2-D, so axis +1 is axis -1",
 }
 
 

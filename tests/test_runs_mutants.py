@@ -197,3 +197,19 @@ def test_has_work_ignores_config_tokenizer_temp_and_empty_files(tmp_path):
     run = R.Run(tmp_path / "r", {"a": 3}, seed=0, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.json"]
     assert run.resumed is False
+
+
+def test_folder_files_over_64_mib_are_identified_by_size_and_time(tmp_path):
+    m = tmp_path / "model"
+    m.mkdir()
+    big = m / "w.bin"
+    with big.open("wb") as f:  # sparse: no 64 MiB written
+        f.truncate((64 << 20) + 1)
+    st = big.stat()
+    before = R.input_identity(m)
+    with big.open("r+b") as f:
+        f.write(b"x")
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert R.input_identity(m) == before  # contents not read: same size and time
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert R.input_identity(m) != before
