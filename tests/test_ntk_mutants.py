@@ -55,3 +55,19 @@ def test_kernel_from_measures_with_one_column_and_a_missing_measure():
     assert k.tolist() == [[[0.0, 1.0, -1.0]]]
     k = ntk.kernel_from_measures(base, [{"c0": {}}], "acc")
     assert k.shape == (1, 1, 3) and all(math.isnan(v) for v in k[0, 0])
+
+
+def test_contrast_without_bootstrap_returns_one_replicate():
+    d = np.arange(8.0).reshape(2, 2, 2)
+    v, reps = ntk.contrast(d, ntk.diag_weights(2), n_boot=0)
+    # means [[0.5, 2.5], [4.5, 6.5]]: diagonal mean 3.5, off-diagonal mean 3.5
+    assert v == pytest.approx(0.0) and reps.tolist() == [v]
+
+
+def test_skill_diagonal_weights_pool_wordings():
+    conds = [("add", 0), ("add", 1), ("sub", 0)]
+    w = ntk._skill_diag_weights(conds)
+    s, o = 1 / 5, -1 / 4  # 5 same-skill cells (diagonal included), 4 other-skill cells
+    assert np.allclose(w, [[s, s, o], [s, s, o], [o, o, s]])
+    assert np.allclose(ntk._skill_diag_weights([("a", 0), ("b", 0), ("c", 0)]),
+                       ntk.diag_weights(3))
