@@ -142,8 +142,11 @@ def annealing(args, work: Path) -> dict:
         head = dict(seq_len=n, steps=args.main_steps)
         tail = dict(seq_len=n, steps=args.anneal_steps)
         pretrain(train_cfg(args, [head, tail], seed), tok, main, math_val[:50], work / f"cont{seed}")
+        avg_from = int(args.average_from * args.anneal_steps)
+        avg_every = max(1, (args.anneal_steps - avg_from) // args.average_snapshots)
         pretrain(train_cfg(args, [head, {**tail, "data": "anneal", "lr_schedule": "linear_to_zero",
-                                         "average_every": max(1, args.anneal_steps // 4)}], seed),
+                                         "average_every": avg_every, "average_from": avg_from}],
+                           seed),
                  tok, main, math_val[:50], work / f"anneal{seed}", anneal_texts=hq)
         cont = val_loss(work / f"cont{seed}" / "model", tok, math_val, n)
         ann = val_loss(work / f"anneal{seed}" / "model", tok, math_val, n)
@@ -156,6 +159,7 @@ def annealing(args, work: Path) -> dict:
             "averaging_loss_delta": a, "averaging_loss_delta_ci95": [a - aci, a + aci],
             "detail": {"seeds": args.seeds, "rows": rows, "seq_len": n, "main_steps": args.main_steps,
                        "anneal_steps": args.anneal_steps, "main_skillmath_share": args.math_weight,
+                       "average_from": args.average_from, "average_snapshots": args.average_snapshots,
                        "anneal_skillmath_share": args.anneal_weight}}
 
 
@@ -171,6 +175,10 @@ def main() -> None:
     ap.add_argument("--stage-steps", type=int, default=50)
     ap.add_argument("--main-steps", type=int, default=100, help="annealing part: main-schedule steps first")
     ap.add_argument("--anneal-steps", type=int, default=30)
+    ap.add_argument("--average-from", type=float, default=0.0,
+                    help="fraction of the annealing stage before the first averaged snapshot")
+    ap.add_argument("--average-snapshots", type=int, default=4,
+                    help="snapshots averaged (evenly spaced after --average-from, the last at the end)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--n-math", type=int, default=2000)

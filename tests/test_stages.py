@@ -121,3 +121,18 @@ def test_annealing_stage_decays_to_zero_and_averages_its_snapshots(corpus, tmp_p
     load_causal_lm(tmp_path / "a" / "model_averaged")  # its manifest matches the averaged weights
     with pytest.raises(ValueError, match="no annealing documents"):
         pretrain(_cfg(stages), tok, train, val, tmp_path / "b")
+
+
+def test_average_from_keeps_only_the_tail_of_the_annealing_stage(corpus, tmp_path):
+    tok, train, val = corpus
+    anneal = ["Q: 1 + 2?\nA: 1 + 2 = 3. The answer is 3."] * 20
+    stages = [dict(seq_len=32, steps=2),
+              dict(seq_len=32, steps=6, data="anneal", lr_schedule="linear_to_zero",
+                   average_every=1, average_from=3)]
+    res = pretrain(_cfg(stages, checkpoint_every=100), tok, train, val, tmp_path / "a",
+                   anneal_texts=anneal)
+    snaps = sorted(p.name for p in (tmp_path / "a" / "anneal_snapshots").glob("step_*.safetensors"))
+    assert snaps == [f"step_{s:07d}.safetensors" for s in (5, 6, 7, 8)]  # steps 3..6 of the stage
+    assert res["averaged_snapshots"] == 4
+    with pytest.raises(ConfigError, match="average_from"):
+        Stage(steps=4, average_every=1, average_from=4)

@@ -39,13 +39,16 @@ class Stage:
     ``lr_schedule``: ``main`` follows the run's warmup + cosine over all stages; ``linear_to_zero``
     starts from the main schedule's value at the stage's first step and decays linearly to 0 at
     its end (annealing). ``average_every``: keep the weights every this many steps of the stage
-    (and at its end) and average them into ``model_averaged/`` (0 = no averaging)."""
+    (and at its end) and average them into ``model_averaged/`` (0 = no averaging);
+    ``average_from``: keep none before this many steps into the stage (averaging only the tail of
+    the decay, where the weights have stopped moving far)."""
 
     seq_len: int = 256
     steps: int = 100
     data: str = "main"
     lr_schedule: str = "main"
     average_every: int = 0
+    average_from: int = 0
 
     def __post_init__(self) -> None:
         check_range("stages[].seq_len", self.seq_len, 2, 1 << 20)
@@ -53,6 +56,10 @@ class Stage:
         check_choice("stages[].data", self.data, STAGE_DATA)
         check_choice("stages[].lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_range("stages[].average_every", self.average_every, 0)
+        check_range("stages[].average_from", self.average_from, 0)
+        if self.average_from >= self.steps:
+            raise ConfigError(f"config key 'stages[].average_from' = {self.average_from} must be "
+                              f"below config key 'stages[].steps' = {self.steps}")
 
 
 def check_stages(stages: Sequence[Stage]) -> None:
@@ -184,7 +191,8 @@ def make_staged_trainer(cfg, model, streams: dict[str, DocumentStream], val_docs
             k = stage_of(stages, step - 1)
             stage = stages[k]
             start, end = stage_bounds(stages)[k]
-            if not stage.average_every or not ((step - start) % stage.average_every == 0 or step == end):
+            if not stage.average_every or step - start < stage.average_from or not (
+                    (step - start) % stage.average_every == 0 or step == end):
                 return
             sd = D.full_model_state(self.model)
             if self.info.is_main and self.run is not None:
@@ -245,7 +253,8 @@ def train_stages(cfg, tokenizer, train_docs: Sequence[Document], val_docs: Seque
         "steps": out["steps"],
         "train_tokens": out["tokens_seen"],
         "stages": [{"seq_len": s.seq_len, "steps": s.steps, "data": s.data,
-                    "lr_schedule": s.lr_schedule, "average_every": s.average_every}
+                    "lr_schedule": s.lr_schedule, "average_every": s.average_every,
+                    "average_from": s.average_from}
                    for s in cfg.stages],
         "stream_tokens": {k: int(v) for k, v in trainer.state.streams.items()},
         "n_params": sum(p.numel() for p in model.parameters()),
