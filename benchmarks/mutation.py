@@ -74,7 +74,7 @@ class Target:
 
 
 TARGETS = [
-    Target("reasonlab.data.answers", ["tests/test_answers.py"], what="answer grading"),
+    Target("reasonlab.data.answers", ["tests/test_answers_mutants.py", "tests/test_answers.py"], what="answer grading"),
     Target("reasonlab.llama.packing", ["tests/test_packing_mutants.py", "tests/test_packing.py"],
            what="packing, document masks"),
     Target("reasonlab.llama.schedules", ["tests/test_schedules_mutants.py", "tests/test_schedules.py"], what="LR and batch schedules"),
@@ -120,6 +120,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("src/reasonlab/evals/ntk.py",
      "means = x[rng.integers(0, len(x), size=(n_boot, n))].mean(-1)", "`-x` -> `+x`"):
         "the resampled array is 2-D, so axis +1 is axis -1",
+    ("src/reasonlab/data/answers.py", "if not timeout or timeout <= 0:", "`<=` -> `<`"):
+        "a timeout of 0 is already caught by `not timeout`",
 }
 
 
