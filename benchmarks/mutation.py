@@ -90,7 +90,7 @@ TARGETS = [
     Target("reasonlab.optim.l3rs", ["tests/test_l3rs_directions.py", "tests/test_optim_l3rs.py"],
            ["time_basis", "MetaModel.coefficients", "MetaModel.fixed", "L3RS._directions",
             "L3RS.step", "L3RS._state_features", "_logratio"], "L3RS directions and mixing"),
-    Target("reasonlab.data.skillmath", ["tests/test_skillmath.py"], what="SkillMath generator"),
+    Target("reasonlab.data.skillmath", ["tests/test_skillmath_mutants.py", "tests/test_skillmath.py"], what="SkillMath generator"),
     Target("reasonlab.models.cache", ["tests/test_model_cache.py"], what="the model cache"),
     Target("reasonlab.runs", ["tests/test_runs_mutants.py", "tests/test_config_and_runs.py",
                               "tests/test_run_semantics.py"],

@@ -1,4 +1,5 @@
-"""Symbolic checks run in this process when no time limit is given."""
+"""Symbolic checks: in this process without a time limit, in the worker with one; a boxed
+answer after the answer marker."""
 
 from reasonlab.data.answers import symbolic
 
@@ -7,3 +8,34 @@ def test_symbolic_without_a_time_limit_runs_here():
     assert symbolic("verify", "\\frac{1}{2}", "0.5", timeout=None) is True
     assert symbolic("verify", "3", "4", timeout=None) is False
     assert symbolic("verify", "\\frac{1}{2}", "0.5", timeout=0) is True
+
+
+class _FakeWorker:
+    def __init__(self):
+        self.calls = []
+
+    def call(self, op, args, timeout):
+        self.calls.append((op, args, timeout))
+        return "from the worker"
+
+
+def test_any_positive_time_limit_goes_to_the_worker(monkeypatch):
+    from reasonlab.data import answers
+
+    fake = _FakeWorker()
+    monkeypatch.setattr(answers, "_worker", fake)
+    for t in (0.001, 0.5, 1.0, 30.0):
+        assert symbolic("verify", "1", "1", timeout=t) == "from the worker"
+    assert [c[2] for c in fake.calls] == [0.001, 0.5, 1.0, 30.0]
+    assert symbolic("verify", "1", "1", timeout=-1.0) is True  # no limit: here
+    assert symbolic("verify", "1", "1", timeout=None) is True
+    assert len(fake.calls) == 4
+
+
+def test_boxed_or_fbox_after_the_answer_marker():
+    from reasonlab.data.answers import extract_answer
+
+    assert extract_answer("So #### \\boxed{42} apples", "gsm8k") == "42"
+    assert extract_answer("So #### \\fbox{42} apples", "gsm8k") == "42"
+    assert extract_answer("The answer is \\fbox{7} apples, I think", "answer_is") == "7"
+    assert extract_answer("The answer is \\boxed{7} apples, I think", "answer_is") == "7"
