@@ -219,10 +219,14 @@ def test_config_validation():
         MetaModel(L3RSConfig(), 6, theta=[0.0, 1.0])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_segment_norms_equal_each_tensors_norm(dtype):
+@pytest.mark.parametrize("dtype,numpy_max", [(torch.float32, 1 << 16), (torch.float64, 1 << 16),
+                                             (torch.bfloat16, 1 << 16), (torch.float32, 0)])
+def test_segment_norms_equal_each_tensors_norm(dtype, numpy_max, monkeypatch):
     """The per-tensor norms of the flat buffers (NumPy segment sums on the CPU, a foreach norm
     otherwise) are each tensor's own L2 norm."""
+    import reasonlab.optim.l3rs as l3rs_mod
+
+    monkeypatch.setattr(l3rs_mod, "_NUMPY_NORM_MAX", numpy_max)  # 0: the foreach path
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3)).to(dtype)
     cfg = L3RSConfig(directions=["sgd", "adam"], normalize="rms", state_features=True)
