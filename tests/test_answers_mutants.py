@@ -39,3 +39,39 @@ def test_boxed_or_fbox_after_the_answer_marker():
     assert extract_answer("So #### \\fbox{42} apples", "gsm8k") == "42"
     assert extract_answer("The answer is \\fbox{7} apples, I think", "answer_is") == "7"
     assert extract_answer("The answer is \\boxed{7} apples, I think", "answer_is") == "7"
+
+
+def test_bracketed_answer_runs_to_its_matching_bracket():
+    from reasonlab.data.answers import extract_answer
+
+    text = "The answer is ((1, 2), (3, 4)) for both"
+    assert extract_answer(text, "answer_is") == "((1, 2), (3, 4))"
+    assert extract_answer("The answer is [0, (1, 2)] here", "answer_is") == "[0, (1, 2)]"
+    assert extract_answer("The answer is (1, 2] here", "answer_is") == "(1, 2]"
+    assert extract_answer("The answer is {1 2) here", "answer_is") == "{1 2) here"  # unclosed
+
+
+def test_gsm8k_format_without_its_marker_grades_wrong():
+    from reasonlab.data.answers import check_answer
+
+    assert check_answer("so it is 42", "42", "gsm8k") is False
+    assert check_answer("so it is #### 42", "42", "gsm8k") is True
+    assert check_answer("so it is 42", "42") is True  # auto: the last number
+
+
+def test_numeric_mode_compares_decimals_and_fractions_as_numbers():
+    from reasonlab.data.answers import is_equivalent
+
+    assert is_equivalent("0.5", "1/2", mode="numeric") is True
+    assert is_equivalent("0.75", "\\frac{3}{4}", mode="numeric") is True
+    assert is_equivalent("2.0000000001", "2", mode="numeric") is True
+    assert is_equivalent("2.001", "2", mode="numeric") is False
+
+
+def test_empty_answers_and_different_units_are_false_not_none():
+    from reasonlab.data.answers import is_equivalent
+
+    assert is_equivalent("", "5") is False
+    assert is_equivalent("5", "$ $") is False
+    assert is_equivalent("5 cm", "5 kg") is False
+    assert is_equivalent(None, "5") is False
