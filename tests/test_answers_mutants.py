@@ -75,3 +75,13 @@ def test_empty_answers_and_different_units_are_false_not_none():
     assert is_equivalent("5", "$ $") is False
     assert is_equivalent("5 cm", "5 kg") is False
     assert is_equivalent(None, "5") is False
+
+
+def test_three_letter_plural_units_match_their_singular_and_long_names():
+    from reasonlab.data.answers import check_answer, is_equivalent
+
+    for a, b in [("5 lbs", "5 pounds"), ("5 lbs", "5 lb"), ("2 hrs", "2 hours"),
+                 ("4 cms", "4 cm")]:
+        assert is_equivalent(a, b) is True, (a, b)
+    assert check_answer("The answer is 5 lbs.", "5 pounds") is True
+    assert is_equivalent("5 lbs", "5 kg") is False

@@ -81,3 +81,11 @@ def test_entry_names_and_the_micro_split(recipe):
     assert name == cache.entry_name("fake-mut") and cache.is_built("fake-mut")
     assert name.startswith("fake-mut-") and len(name) == len("fake-mut-") + 16
     assert cache.manifest("fake-mut")["config_hash"].startswith(name[-16:])
+
+
+def test_lock_makes_its_missing_folders(tmp_path):
+    lock = tmp_path / "a" / "b" / ".locks" / "x.lock"
+    with cache._locked(lock):
+        assert lock.exists()
+    with cache._locked(lock):  # a second time: the folders exist already
+        pass

@@ -78,3 +78,27 @@ def test_forced_pair_in_a_one_step_chain_makes_two_steps():
     for seed in range(5):
         chain = S._draw_chain(random.Random(seed), cfg, 1, ["add", "sub"], set(), {("mul", "div")})
         assert chain == ["mul", "div"]
+
+
+def test_sampling_gives_up_after_100n_plus_1000_tries(monkeypatch):
+    calls = []
+
+    def never(rng, cfg, chain, templates):
+        calls.append(chain)
+        return None
+
+    monkeypatch.setattr(S, "_sample_chain", never)
+    with pytest.raises(ConfigError, match="could only make 0 of 2"):
+        S.sample_problems(S.SkillMathConfig(), 2, seed=0)
+    assert len(calls) == 100 * 2 + 1000
+
+
+def test_template_0_can_be_the_held_out_one():
+    small = dict(n_train=20, n_val=5, n_test=5, n_test_template=6, n_test_pair=0)
+    splits = S.generate(S.SkillMathConfig(**small, templates=[0, 1, 2], heldout_template=0))
+    assert len(splits["test_template"]) == 6
+    for p in splits["test_template"]:
+        assert all(s["template"] == 0 for s in p.meta["steps"])
+    assert all(s["template"] != 0 for p in splits["train"] for s in p.meta["steps"])
+    none = S.generate(S.SkillMathConfig(**small, heldout_template=-1))
+    assert none["test_template"] == []

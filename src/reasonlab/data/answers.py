@@ -393,7 +393,7 @@ def _unit_key(unit: str) -> str:
     u = re.sub(r"\s+", " ", unit.strip().lower().rstrip("."))
     u = re.sub(r"\^?\{?([23])\}?$", r"^\1", u)
     base, _, power = u.partition("^")
-    if len(base) > 3 and base.endswith("s") and not base.endswith("ss"):
+    if len(base) >= 3 and base.endswith("s") and not base.endswith("ss"):
         base = base[:-1]
     base = _UNIT_ALIASES.get(base, base)
     return f"{base}^{power}" if power and base else base
