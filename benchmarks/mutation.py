@@ -25,7 +25,9 @@ back). Mutants known to be equivalent (the program cannot behave differently) ar
 
 Score of a module = (killed + timed out) / (killed + timed out + survived), over a fixed-seed
 sample of at most ``--max-mutants`` mutants per module, with a Wilson 95% interval for the
-sampling. Writes ``benchmarks/results/mutation.json`` (``modules``, ``overall_score``,
+sampling. Each module gets a fresh snapshot of the package (the source its tests see is the
+current one); a module whose unmutated tests fail is reported and skipped, keeping its old entry.
+Writes ``benchmarks/results/mutation.json`` (``modules``, ``overall_score``,
 ``survivors``) and prints a table. A run of some modules (``--modules``) updates their entries
 in an existing result file and keeps the others.
 
@@ -406,6 +408,10 @@ def make_overlay(tmp: Path) -> Path:
     return src
 
 
+class BaselineFailed(RuntimeError):
+    """The module's tests fail without any mutant: nothing can be scored."""
+
+
 def mutate_module(t: Target, overlay_src: Path, work: Path, *, max_mutants: int, seed: int,
                   budget_s: float, threads: int, verbose: bool = True) -> dict:
     started = time.time()
@@ -423,7 +429,7 @@ def mutate_module(t: Target, overlay_src: Path, work: Path, *, max_mutants: int,
                                          threads=threads)
     if status != "passed":
         log = (work / f"{t.module}.base.log").read_text()[-3000:]
-        raise SystemExit(f"the unmutated tests of {t.module} do not pass ({status}):\n{log}")
+        raise BaselineFailed(f"the unmutated tests of {t.module} do not pass ({status}):\n{log}")
     covered = set(json.loads(trace.read_text()))
     preload_more(json.loads(trace.with_suffix(".modules.json").read_text()))
     timeout = max(60.0, 3.0 * base_s + 10.0)
@@ -510,15 +516,24 @@ def main(argv: list[str] | None = None) -> int:
     modules: dict[str, dict] = {}
     start = time.time()
     budget = args.budget_minutes * 60.0
+    failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         work = Path(tmp)
-        overlay = make_overlay(work / "overlay")
         for i, t in enumerate(targets):
             share = (budget - (time.time() - start)) / (len(targets) - i)
             print(f"{t.module}: {t.what} ({share / 60:.1f} min)", flush=True)
-            modules[t.module] = mutate_module(t, overlay, work, max_mutants=args.max_mutants,
-                                              seed=args.seed, budget_s=max(share, 0.0),
-                                              threads=args.threads)
+            # a fresh snapshot per module: the source the module's tests see is the current one
+            overlay = make_overlay(work / f"overlay-{i}")
+            try:
+                modules[t.module] = mutate_module(t, overlay, work, max_mutants=args.max_mutants,
+                                                  seed=args.seed, budget_s=max(share, 0.0),
+                                                  threads=args.threads)
+            except BaselineFailed as e:  # skip it (its old entry is kept), go on with the rest
+                failed.append(t.module)
+                print(e, flush=True)
+            shutil.rmtree(overlay.parent, ignore_errors=True)
+    if not modules:
+        raise SystemExit(f"no module could be measured; unmutated tests fail for {failed}")
     for r in modules.values():
         r.update({"seed": args.seed, "max_mutants": args.max_mutants, "threads": args.threads,
                   "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")})
@@ -535,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
 
     write_result("mutation", payload)
     print_summary(payload)
-    return 0
+    if failed:
+        print(f"\nnot measured (their unmutated tests fail): {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def summarize(modules: dict[str, dict]) -> dict:

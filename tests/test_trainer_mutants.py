@@ -1,5 +1,5 @@
-"""Trainer details pinned: the newest of several complete checkpoints is the one resumed, and
-each rank trains on its own slice of the step's rows."""
+"""Trainer details pinned: the newest of several complete checkpoints is the one resumed, each
+rank trains on its own slice of the step's rows, and only the main rank writes checkpoints."""
 
 from __future__ import annotations
 
@@ -50,3 +50,19 @@ def test_each_rank_trains_on_its_own_half_of_the_step(rank, monkeypatch):
     tr.train_step()
     assert rows.calls[0] == idx[2 * rank:2 * rank + 2]
     assert tr.state.cursor == 4
+
+
+def test_only_the_main_rank_writes_checkpoints(tmp_path, monkeypatch):
+    from reasonlab.runs import Run
+
+    barriers = []
+    monkeypatch.setattr(T.D, "barrier", lambda info: barriers.append(info.rank))
+    cfg = _cfg()
+    tr = T.Trainer(cfg, _model(), _data(), None, Run(tmp_path / "r", config=cfg, seed=cfg.seed))
+    root = tmp_path / "r" / "checkpoints"
+    tr.info = dataclasses.replace(tr.info, rank=1, world_size=2)
+    tr.save_checkpoint()
+    assert sorted(p.name for p in root.glob("*")) == [] and barriers == [1]
+    tr.info = dataclasses.replace(tr.info, rank=0)
+    tr.save_checkpoint()
+    assert sorted(p.name for p in root.glob("*")) == ["step_0000000"] and barriers == [1, 0]
