@@ -89,7 +89,7 @@ TARGETS = [
            ["_as_epsilon", "dpo_loss", "nll_loss", "DPOOutput", "preference_loss", "truncate_pair",
             "truncate_pairs", "collate_pairs", "sequence_logps", "pair_logps", "_lr_factor"],
            "DPO losses, log-probs, batches"),
-    Target("reasonlab.optim.l3rs", ["tests/test_l3rs_directions.py", "tests/test_optim_l3rs.py"],
+    Target("reasonlab.optim.l3rs", ["tests/test_l3rs_mutants.py", "tests/test_l3rs_directions.py", "tests/test_optim_l3rs.py"],
            ["time_basis", "MetaModel.coefficients", "MetaModel.fixed", "L3RS._directions",
             "L3RS.step", "L3RS._state_features", "_logratio"], "L3RS directions and mixing"),
     Target("reasonlab.data.skillmath", ["tests/test_skillmath_mutants.py", "tests/test_skillmath.py"], what="SkillMath generator"),
@@ -124,6 +124,10 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "the resampled array is 2-D, so axis +1 is axis -1",
     ("src/reasonlab/data/answers.py", "if not timeout or timeout <= 0:", "`<=` -> `<`"):
         "a timeout of 0 is already caught by `not timeout`",
+    ("src/reasonlab/optim/l3rs.py", 'glob["loss_ema"], glob["loss0"] = [lv] * 3, lv', "`3` -> `4`"):
+        "only entries 0-2 are read, and the next update zips the list with the three decays",
+    ("src/reasonlab/optim/l3rs.py", "f[fresh, :4] = gns[fresh, None]", "`4` -> `5`"):
+        "column 4 is overwritten with the weight norm on the next line",
 }
 
 
