@@ -27,6 +27,11 @@ class Example:
     fast: bool
 
     @property
+    def background(self) -> bool:
+        """A command the README starts with a trailing ``&`` (a server the next examples use)."""
+        return self.kind == "cli" and self.text.split("#")[0].rstrip().endswith("&")
+
+    @property
     def argv(self) -> list[str]:
         """The arguments after ``reasonlab`` (comments and a trailing ``&`` dropped)."""
         words = shlex.split(self.text, comments=True)
@@ -36,22 +41,31 @@ class Example:
 
 
 def examples(readme: Path = README) -> list[Example]:
+    """The examples in the order they stand in the README (a later one may use an earlier one's
+    run folder): fenced blocks, then inline commands that no block already holds, by position."""
     text = readme.read_text()
-    out: list[Example] = []
-    for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
+    found: list[tuple[int, Example]] = []
+    blocks = list(re.finditer(r"```(\w*)\n(.*?)```", text, re.S))
+    for m in blocks:
+        lang, body = m.group(1), m.group(2)
         if lang == "python":
             code = "\n".join(line[2:] if line.startswith("  ") else line for line in body.splitlines())
-            out.append(_make("python", code))
+            found.append((m.start(), _make("python", code)))
         elif lang == "bash":
-            for line in body.replace("\\\n", " ").splitlines():
+            for k, line in enumerate(body.replace("\\\n", " ").splitlines()):
                 line = line.strip()
                 if line.startswith("reasonlab ") or "reasonlab " in line.split("#")[0][:40]:
-                    out.append(_make("cli", re.sub(r"\s+", " ", line)))
-    for span in re.findall(r"`(reasonlab [^`]+)`", text):
-        span = re.sub(r"\s+", " ", span)
-        if " -" in span and not any(span in e.text or e.text in span for e in out):
-            out.append(_make("cli", span))
-    return out
+                    found.append((m.start() + k, _make("cli", re.sub(r"\s+", " ", line))))
+    in_blocks = [e for _, e in found]
+    inside = [(m.start(), m.end()) for m in blocks]
+    for m in re.finditer(r"`(reasonlab [^`]+)`", text):
+        if any(a <= m.start() < b for a, b in inside):
+            continue
+        span = re.sub(r"\s+", " ", m.group(1))
+        if " -" in span and not any(span in e.text or e.text in span for e in in_blocks):
+            if not any(span == e.text for _, e in found):
+                found.append((m.start(), _make("cli", span)))
+    return [e for _, e in sorted(found, key=lambda x: x[0])]
 
 
 def _make(kind: str, text: str) -> Example:

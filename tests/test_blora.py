@@ -283,3 +283,27 @@ def test_compare_runner_end_to_end(tmp_path):
     assert "blora" in format_table(res)
     again = run_compare(ccfg, tmp_path / "run", progress=False)  # finished runs are read back
     assert again["runs"] == res["runs"]
+
+
+def test_load_base_takes_a_registered_model_name(tmp_path, monkeypatch):
+    """``reasonlab blora --model herd-m``: a name that is not a folder goes through the model
+    resolvers (the CLI registers the model cache); an unknown one is refused naming it."""
+    from transformers import LlamaForCausalLM
+
+    import reasonlab.lm.load as L
+    from reasonlab.llama.configs import preset
+    from reasonlab.llama.tokenizer import train_tokenizer
+    from reasonlab.peft.compare import load_base
+
+    tok = train_tokenizer(["1 + 2 = 3", "4 - 1 = 3"], vocab_size=272)
+    cfg = preset("tiny-0.5m", vocab_size=len(tok), max_position_embeddings=64)
+    cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers = 16, 32, 1
+    cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim = 2, 1, 8
+    folder = tmp_path / "named"
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    monkeypatch.setattr(L, "_RESOLVERS", [lambda spec: folder if spec == "my-recipe" else None])
+    model, _ = load_base("my-recipe")
+    assert model.config.hidden_size == 16
+    with pytest.raises(FileNotFoundError, match="no-such-recipe"):
+        load_base("no-such-recipe")

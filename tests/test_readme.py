@@ -102,16 +102,57 @@ def test_fast_example_runs_as_written(e, tmp_path, monkeypatch):
         torch.set_num_threads(old)
 
 
+def start_background(e, cwd: Path, wait_s: float = 120.0) -> subprocess.Popen:
+    """A README command ending in ``&`` (a server): started, and given until its ``--port``
+    accepts connections (the examples after it use it)."""
+    import socket
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    exe = shutil.which("reasonlab", path=str(Path(sys.executable).parent)) or "reasonlab"
+    proc = subprocess.Popen([exe, *e.argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    argv = e.argv
+    port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 8000
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"{e.text}: the server did not start: {(proc.stderr.read() or '')[-500:]}")
+
+
 @pytest.mark.slow
 def test_every_runnable_example_runs_in_order(tmp_path):
-    """The README's examples in order in one folder (later ones use earlier ones' runs)."""
+    """The README's examples in document order in one folder (later ones use earlier ones' runs;
+    a server started with ``&`` serves the examples after it and is stopped at the end)."""
     cwd = _workdir(tmp_path)
-    failed = []
-    for e in ALL:
-        r = run_example(e, cwd, timeout=3600)
-        if r.returncode != 0:
-            failed.append((e.text, r.stderr[-500:]))
+    failed, servers = [], []
+    try:
+        for e in ALL:
+            if e.background:
+                servers.append(start_background(e, cwd))
+                continue
+            r = run_example(e, cwd, timeout=3600)
+            if r.returncode != 0:
+                failed.append((e.text, r.stderr[-500:]))
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(timeout=30)
     assert not failed, failed
+
+
+def test_examples_are_in_document_order_and_servers_run_in_the_background():
+    texts = [e.text for e in ALL]
+    first = lambda s: next(i for i, t in enumerate(texts) if s in t)  # noqa: E731
+    # a model is trained before the example that loads it, the solver before post-training
+    assert first("--out runs/pre_gsm8k") < first('LocalLM.from_pretrained("runs/pre_gsm8k')
+    assert first("train-solver --config configs/solver_quick.yaml") < first("posttrain run")
+    served = [e for e in ALL if e.background]
+    assert served and all(e.text.startswith("reasonlab serve") for e in served)
 
 
 def test_examples_are_found():

@@ -111,11 +111,16 @@ def t_interval(xs: list[float]) -> list[float]:
 
 
 def load_base(path: str):
-    """The base model (float32, eval mode) and its tokenizer from an HF folder."""
+    """The base model (float32, eval mode) and its tokenizer from an HF folder or a model-cache
+    recipe name (``herd-m``)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from reasonlab.lm.load import resolve_folder
+
     p = Path(path)
+    if not p.is_dir():
+        p = resolve_folder(path)  # a registered name (the CLI wires in the model cache)
     if not (p / "config.json").exists():
         raise FileNotFoundError(f"base model folder not found (no config.json): {p}")
     tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
