@@ -85,3 +85,10 @@ def test_three_letter_plural_units_match_their_singular_and_long_names():
         assert is_equivalent(a, b) is True, (a, b)
     assert check_answer("The answer is 5 lbs.", "5 pounds") is True
     assert is_equivalent("5 lbs", "5 kg") is False
+
+
+def test_no_answer_normalizes_to_the_empty_string():
+    from reasonlab.data.answers import normalize_answer
+
+    assert normalize_answer(None) == ""
+    assert normalize_answer(" 5 ") == "5"

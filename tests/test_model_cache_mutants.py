@@ -89,3 +89,16 @@ def test_lock_makes_its_missing_folders(tmp_path):
         assert lock.exists()
     with cache._locked(lock):  # a second time: the folders exist already
         pass
+
+
+def test_manifest_without_config_json_is_rebuilt(recipe):
+    path = cache.model_path("fake-mut")
+    man_path = path.parent / cache.MANIFEST
+    man = json.loads(man_path.read_text())
+    del man["files"]["config.json"]
+    man_path.write_text(json.dumps(man))
+    assert cache.verify_entry(path.parent) == "manifest lists no config.json"
+    cache._verified.clear()
+    assert cache.model_path("fake-mut") == path
+    assert "config.json" in cache.manifest("fake-mut")["files"]
+    assert cache.verify_entry(path.parent) is None
