@@ -144,7 +144,9 @@ def test_identities_of_files_texts_folders_and_names(tmp_path):
     (m / "x.tmp").write_bytes(b"partial")
     h = hashlib.sha256(b"w.bin\x003\x00" + sha.encode()).hexdigest()
     assert R.input_identity(m) == {"path": str(m), "files": 1, "sha256": h}
-    (m / R._MANIFEST).write_text("{}")
+    from reasonlab.lm.checkpoint import MANIFEST
+
+    (m / MANIFEST).write_text("{}")
     assert R.input_identity(m) == {"path": str(m),
                                    "manifest_sha256": hashlib.sha256(b"{}").hexdigest()}
     out = R.inputs_identity(data=["a", {"k": 1}], model=None, empty="", name="n", pair=("a",))

@@ -202,7 +202,6 @@ def texts_identity(texts: Any) -> dict[str, Any]:
     return {"items": n, "sha256": h.hexdigest()}
 
 
-_MANIFEST = "reasonlab_manifest.json"  # a model folder's file list with hashes (lm.checkpoint)
 _HASHED_BYTES = 64 << 20  # folder files up to this size are hashed; bigger ones by size and time
 
 
@@ -214,6 +213,8 @@ def input_identity(spec: str | Path | None) -> dict[str, Any] | None:
     ``identity``, so the same path holding other contents is another job on resume."""
     import hashlib
 
+    from reasonlab.lm.checkpoint import MANIFEST
+
     if spec is None or str(spec) == "":
         return None
     p = Path(spec)
@@ -221,8 +222,8 @@ def input_identity(spec: str | Path | None) -> dict[str, Any] | None:
         return file_identity(p)
     if not p.is_dir():
         return {"name": str(spec)}
-    if (p / _MANIFEST).is_file():
-        return {"path": str(p), "manifest_sha256": file_identity(p / _MANIFEST)["sha256"]}
+    if (p / MANIFEST).is_file():
+        return {"path": str(p), "manifest_sha256": file_identity(p / MANIFEST)["sha256"]}
     h = hashlib.sha256()
     files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.endswith(".tmp"))
     for q in files:

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.config import ConfigError, check_choice, check_order, check_range
 from reasonlab.llama.packing import Document, PackedSequences, pack_documents
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,8 @@ class Stage:
         check_choice("stages[].lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_range("stages[].average_every", self.average_every, 0)
         check_range("stages[].average_from", self.average_from, 0)
-        if self.average_from >= self.steps:
-            raise ConfigError(f"config key 'stages[].average_from' = {self.average_from} must be "
-                              f"below config key 'stages[].steps' = {self.steps}")
+        check_order("stages[].average_from", self.average_from, "stages[].steps", self.steps,
+                    strict=True)
 
 
 def check_stages(stages: Sequence[Stage]) -> None:

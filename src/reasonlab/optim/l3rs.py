@@ -121,7 +121,6 @@ def _time_basis_np(cfg: L3RSConfig, t: int, horizon: int | None = None) -> np.nd
     return np.array(feats, dtype=np.float64)
 
 
-
 def write_meta_file(path: str | Path, slices: dict[str, Any], meta: dict[str, str], fmt: str,
                     extra: dict[str, Any] | None = None) -> None:
     """Meta-parameter slices as safetensors, ``meta`` (plus ``format`` and ``extra``) in its
@@ -426,10 +425,9 @@ class L3RS(torch.optim.Optimizer):
             parts = [part for x in xs for part in x.split(self._sizes)]
             return torch.stack(torch._foreach_norm(parts)).double().cpu().numpy().reshape(
                 len(xs), -1)
-        sq = self.__dict__.get("_sq_buf")
-        if (sq is None or sq.shape[0] < len(xs) or sq.shape[1] != xs[0].numel()
-                or sq.dtype != xs[0].numpy().dtype):
-            sq = self._sq_buf = np.empty((len(xs), xs[0].numel()), dtype=xs[0].numpy().dtype)
+        sq, dtype = self.__dict__.get("_sq_buf"), _NP_DTYPES[xs[0].dtype]
+        if sq is None or sq.shape[0] < len(xs) or sq.shape[1] != xs[0].numel() or sq.dtype != dtype:
+            sq = self._sq_buf = np.empty((len(xs), xs[0].numel()), dtype=dtype)
         for k, x in enumerate(xs):
             a = x.detach().numpy()
             np.multiply(a, a, out=sq[k])
@@ -447,14 +445,9 @@ class L3RS(torch.optim.Optimizer):
                 self._used = [not x for x in dead.tolist()]
             else:
                 self._used = [True] * len(self.config.directions)
+            self._used_idx = [i for i, u in enumerate(self._used) if u]
             self._used_key = key
         return self._used
-
-    def _used_index(self, used: list[bool]) -> list[int]:
-        key = tuple(used)
-        if getattr(self, "_used_idx_key", None) != key:
-            self._used_idx_key, self._used_idx = key, [i for i, u in enumerate(used) if u]
-        return self._used_idx
 
     # -- features -------------------------------------------------------------------------------
     def _state_features(self, gns: np.ndarray, wns: np.ndarray) -> np.ndarray:
@@ -576,7 +569,7 @@ class L3RS(torch.optim.Optimizer):
             norms = norms[1:]
         lam, mu = self.meta.coefficients_np(_time_basis_np(c, t, self.horizon), psi, self._row_list)
         self.last_coefficients = (torch.from_numpy(lam), torch.from_numpy(mu))
-        coef = mu[:, self._used_index(used)].T * lam  # λ·μ
+        coef = mu[:, self._used_idx].T * lam  # λ·μ (the columns of the used directions)
         if c.normalize == "rms":
             coef = coef / (norms / self._sqrt_numel + c.eps)
         np_dtype = _NP_DTYPES.get(g.dtype)

@@ -118,9 +118,7 @@ def load_base(path: str):
 
     from reasonlab.lm.load import resolve_folder
 
-    p = Path(path)
-    if not p.is_dir():
-        p = resolve_folder(path)  # a registered name (the CLI wires in the model cache)
+    p = resolve_folder(path)  # a folder, or a registered name (the CLI wires in the model cache)
     if not (p / "config.json").exists():
         raise FileNotFoundError(f"base model folder not found (no config.json): {p}")
     tok = AutoTokenizer.from_pretrained(p, local_files_only=True)

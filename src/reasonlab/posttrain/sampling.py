@@ -87,8 +87,7 @@ def run_rejection_sampling(lm, problems: Sequence[Problem], cfg: SamplingConfig,
     from reasonlab.runs import Run, inputs_identity, read_jsonl, to_json, write_jsonl
 
     run = Run(out_dir, cfg, cfg.seed, name="rejection_sampling",
-              identity=inputs_identity(model=None if model is None else str(model),
-                                       problems=list(problems)))
+              identity=inputs_identity(model=model, problems=list(problems)))
     done_results = run.finished("pairs.jsonl")
     if done_results is not None:
         return done_results
