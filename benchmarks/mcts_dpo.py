@@ -63,25 +63,40 @@ def _settings(quick: bool) -> dict:
             "n_iters": 8, "root_iters_mult": 2, "rs_sft_steps": 30}
 
 
-def prepare_data(model: str, out: Path) -> Path:
+def prepare_data(model: str, out: Path, prompt_skills: tuple[int, ...] = (2, 3),
+                 extra_test: int = 0) -> Path:
     """The herd recipe's SkillMath splits (same generator config, so the same problems); the
-    training prompts are its 2- and 3-skill training problems."""
+    training prompts are its training problems with ``prompt_skills`` skills. ``extra_test`` adds
+    that many fresh 2- and 3-skill problems (half each in expectation) to the held-out test set,
+    drawn from the same generator with their own seed and excluding every question of the
+    recipe's splits, for a tighter accuracy estimate."""
     from reasonlab.config import from_dict
-    from reasonlab.data.skillmath import SkillMathConfig, generate, write_splits
+    from reasonlab.data.skillmath import SkillMathConfig, generate, sample_problems, write_splits
     from reasonlab.models.herd import herd_config
+    from reasonlab.runs import atomic_write_json, read_json
 
     d = out / "data"
-    if not (d / "prompts.jsonl").exists():
-        splits = generate(from_dict(SkillMathConfig, herd_config(model)["data"]))
-        write_splits({"test": splits["test"]}, d)
-        write_splits({"prompts": [p for p in splits["train"] if len(p.skills) >= 2]}, d)
+    spec = {"model": model, "prompt_skills": sorted(prompt_skills), "extra_test": extra_test}
+    if (d / "prompts.jsonl").exists() and (d / "spec.json").exists() and read_json(d / "spec.json") == spec:
+        return d
+    cfg = from_dict(SkillMathConfig, herd_config(model)["data"])
+    splits = generate(cfg)
+    extra = []
+    if extra_test:
+        seen = {p.question for s in splits.values() for p in s}
+        extra = sample_problems(cfg, extra_test, seed=f"{cfg.seed}:test-extra", prefix="sm-testx",
+                                k=[0, 0.5, 0.5], exclude_questions=seen)
+    write_splits({"test": splits["test"] + extra}, d)
+    write_splits({"prompts": [p for p in splits["train"] if len(p.skills) in prompt_skills]}, d)
+    atomic_write_json(d / "spec.json", spec)
     return d
 
 
-def evaluate(model_dir, data: Path, out: Path, limit: int, seed: int) -> dict:
+def evaluate(model_dir, data: Path, out: Path, limit: int, seed: int,
+             sets: list[str] | tuple = ("test_k2", "test_k3")) -> dict:
     from reasonlab.evals.skillmath_eval import evaluate_sets, pooled_accuracy, read_eval_sets
 
-    ev = evaluate_sets(model_dir, read_eval_sets(data), out, names=["test_k2", "test_k3"],
+    ev = evaluate_sets(model_dir, read_eval_sets(data), out, names=list(sets),
                        limit=limit, max_new_tokens=160, batch_size=64, seed=seed, progress=False)
     return {"pooled": pooled_accuracy(ev)["accuracy"], "n": pooled_accuracy(ev)["n"],
             **{s: r["overall"]["accuracy"] for s, r in ev.items()}}
@@ -92,7 +107,8 @@ def sample_tokens(records) -> int:
 
 
 def one_seed(seed: int, model: str, out: str, quick: bool, threads: int, sets: list[str],
-             lr: float = 5e-5, epochs: int = 3) -> dict:
+             lr: float = 5e-5, epochs: int = 3,
+             eval_sets: list[str] | tuple = ("test_k2", "test_k3")) -> dict:
     import logging
 
     import torch
@@ -183,10 +199,10 @@ def one_seed(seed: int, model: str, out: str, quick: bool, threads: int, sets: l
     times["rs_step_dpo_min"] = (time.time() - t0) / 60
 
     t0 = time.time()
-    ev = {"mcts_dpo": evaluate(mres["final_model"], data, base / "eval" / "mcts_dpo", st["eval_limit"], seed),
+    ev = {"mcts_dpo": evaluate(mres["final_model"], data, base / "eval" / "mcts_dpo", st["eval_limit"], seed, eval_sets),
           "instance_dpo": evaluate(base / "instance_dpo" / "model" if inst else sft, data,
-                                   base / "eval" / "instance_dpo", st["eval_limit"], seed),
-          "rs_step_dpo": evaluate(rs_model, data, base / "eval" / "rs_step_dpo", st["eval_limit"], seed)}
+                                   base / "eval" / "instance_dpo", st["eval_limit"], seed, eval_sets),
+          "rs_step_dpo": evaluate(rs_model, data, base / "eval" / "rs_step_dpo", st["eval_limit"], seed, eval_sets)}
     times["eval_min"] = (time.time() - t0) / 60
     return {"seed": seed, "accuracy": ev, "k": k, "tokens_per_sample": per_sample,
             "generated_tokens": {"mcts_dpo": tokens, "instance_dpo": inst_tokens, "rs_step_dpo": rs_tokens},
@@ -257,6 +273,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5, help="DPO learning rate (MCTS-DPO, instance DPO)")
     ap.add_argument("--epochs", type=int, default=3, help="DPO epochs per round")
     ap.add_argument("--json-name", default="mcts_dpo", help="result file name (benchmarks/results/NAME.json)")
+    ap.add_argument("--prompt-skills", type=int, nargs="+", default=[2, 3],
+                    help="training prompts: training problems with this many skills")
+    ap.add_argument("--eval-sets", nargs="+", default=["test_k2", "test_k3"],
+                    help="held-out sets the accuracy is pooled over")
+    ap.add_argument("--extra-test", type=int, default=0,
+                    help="fresh held-out 2- and 3-skill problems added to the test set")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -271,18 +293,22 @@ def main() -> None:
     from reasonlab.models.cache import resolve_model
 
     sft = resolve_model(args.model)
-    data = prepare_data(args.model, out)
+    data = prepare_data(args.model, out, tuple(args.prompt_skills), args.extra_test)
     st = settings(args.quick, args.sets)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
         futs = [ex.submit(one_seed, s, args.model, str(out), args.quick, args.threads, args.sets,
-                           args.lr, args.epochs) for s in args.seeds]
-        sft_acc = evaluate(sft, data, out / "eval_sft", st["eval_limit"], 0)
+                           args.lr, args.epochs, args.eval_sets) for s in args.seeds]
+        sft_acc = evaluate(sft, data, out / "eval_sft", st["eval_limit"], 0, args.eval_sets)
         cost = measure_search_cost(args.model, data, args.cost_prompts, args.threads)
         per_seed = [f.result() for f in futs]
 
     methods = ["mcts_dpo", "instance_dpo", "rs_step_dpo"]
     acc = {m: [r["accuracy"][m]["pooled"] for r in per_seed] for m in methods}
     diff = [a - sft_acc["pooled"] for a in acc["mcts_dpo"]]
+    by_set = {m: {e: statistics.mean(r["accuracy"][m][e] for r in per_seed) for e in args.eval_sets}
+              for m in methods}
+    diff_by_set = {e: t_interval([r["accuracy"]["mcts_dpo"][e] - sft_acc[e] for r in per_seed])
+                   for e in args.eval_sets}
     result = {
         "policy": args.model,
         "policy_path_hash": sft.parent.name,
@@ -293,6 +319,8 @@ def main() -> None:
         "rs_step_dpo_accuracy_multiskill": statistics.mean(acc["rs_step_dpo"]),
         "paired_diff_ci95": t_interval(diff),
         "paired_diff_mean": statistics.mean(diff),
+        "accuracy_by_set": {"sft": {e: sft_acc[e] for e in args.eval_sets}, **by_set},
+        "paired_diff_ci95_by_set": diff_by_set,
         "vs_baselines_diff": {m: statistics.mean(a - b for a, b in zip(acc["mcts_dpo"], acc[m]))
                               for m in methods[1:]},
         "seeds": args.seeds,
@@ -302,9 +330,10 @@ def main() -> None:
         "search_cost": cost,
         "per_seed": per_seed,
         "settings": {**st, "quick": args.quick, "threads": args.threads, "jobs": args.jobs,
-                     "eval_sets": ["test_k2", "test_k3"], "temperature": 0.8,
+                     "eval_sets": args.eval_sets, "prompt_skills": args.prompt_skills,
+                     "extra_test": args.extra_test, "temperature": 0.8,
                      "dpo_lr": args.lr, "dpo_epochs": args.epochs},
-        "metric": "greedy accuracy on held-out SkillMath 2- and 3-skill test problems (pooled); "
+        "metric": f"greedy accuracy on held-out SkillMath problems, {'+'.join(args.eval_sets)} pooled; "
                   "paired_diff_ci95: Student-t over seeds of (MCTS-DPO - SFT) on the same problems",
         "wall_minutes": (time.time() - t_start) / 60,
         "load_avg_at_start": list(load0), "load_avg_at_end": list(os.getloadavg()),
@@ -317,8 +346,12 @@ def main() -> None:
                      " ".join(f"{a:.3f}" for a in acc[m]),
                      f"{result['generated_tokens_per_method'][m]:.0f}"))
     print_table(rows, ("model", "accuracy (mean)", "per seed", "generated tokens"))
+    print_table([(m, *(f"{result['accuracy_by_set'][m][e]:.3f}" for e in args.eval_sets))
+                 for m in ["sft", *methods]], ("model", *args.eval_sets))
     ci = result["paired_diff_ci95"]
     print(f"MCTS-DPO - SFT: {result['paired_diff_mean']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+    for e, (lo, hi) in diff_by_set.items():
+        print(f"  {e}: [{lo:+.3f}, {hi:+.3f}]")
     print(f"search speedup (time per expansion, unbatched / batched): {cost['search_speedup']:.2f}x; "
           f"sampling {cost['sampling_speedup']:.2f}x, self-evaluation {cost['self_eval_speedup']:.2f}x, "
           f"forward tokens {cost['forward_tokens_ratio']:.2f}x fewer")
