@@ -108,7 +108,7 @@ def sample_tokens(records) -> int:
 
 def one_seed(seed: int, model: str, out: str, quick: bool, threads: int, sets: list[str],
              lr: float = 5e-5, epochs: int = 3,
-             eval_sets: list[str] | tuple = ("test_k2", "test_k3")) -> dict:
+             eval_sets: list[str] | tuple = ("test_k2", "test_k3"), nll_weight: float = 0.0) -> dict:
     import logging
 
     import torch
@@ -133,7 +133,7 @@ def one_seed(seed: int, model: str, out: str, quick: bool, threads: int, sets: l
     search = MCTSConfig(n_actions=st["n_actions"], root_actions=st["root_actions"],
                         n_iters=st["n_iters"], root_iters_mult=st["root_iters_mult"], max_depth=5,
                         max_step_tokens=80, temperature=0.8)
-    dpo = mcts_dpo_dpo_config(lr=lr, epochs=epochs)
+    dpo = mcts_dpo_dpo_config(lr=lr, epochs=epochs, nll_weight=nll_weight)
     cfg = MCTSDPOConfig(seed=seed, threads=threads, model=str(sft), problems=str(data / "prompts.jsonl"),
                         rounds=st["rounds"], prompts_per_round=st["prompts"], search=search, dpo=dpo)
     mres = run_mcts_dpo(cfg, base / "mcts_dpo", progress=False)
@@ -272,6 +272,8 @@ def main() -> None:
                     help="override a setting, e.g. --set prompts=4 (rounds, prompts, eval_limit, ...)")
     ap.add_argument("--lr", type=float, default=5e-5, help="DPO learning rate (MCTS-DPO, instance DPO)")
     ap.add_argument("--epochs", type=int, default=3, help="DPO epochs per round")
+    ap.add_argument("--nll-weight", type=float, default=0.0,
+                    help="weight of the chosen-answer NLL term in the DPO loss (MCTS-DPO, instance DPO)")
     ap.add_argument("--json-name", default="mcts_dpo", help="result file name (benchmarks/results/NAME.json)")
     ap.add_argument("--prompt-skills", type=int, nargs="+", default=[2, 3],
                     help="training prompts: training problems with this many skills")
@@ -297,7 +299,7 @@ def main() -> None:
     st = settings(args.quick, args.sets)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
         futs = [ex.submit(one_seed, s, args.model, str(out), args.quick, args.threads, args.sets,
-                           args.lr, args.epochs, args.eval_sets) for s in args.seeds]
+                           args.lr, args.epochs, args.eval_sets, args.nll_weight) for s in args.seeds]
         sft_acc = evaluate(sft, data, out / "eval_sft", st["eval_limit"], 0, args.eval_sets)
         cost = measure_search_cost(args.model, data, args.cost_prompts, args.threads)
         per_seed = [f.result() for f in futs]
@@ -332,7 +334,7 @@ def main() -> None:
         "settings": {**st, "quick": args.quick, "threads": args.threads, "jobs": args.jobs,
                      "eval_sets": args.eval_sets, "prompt_skills": args.prompt_skills,
                      "extra_test": args.extra_test, "temperature": 0.8,
-                     "dpo_lr": args.lr, "dpo_epochs": args.epochs},
+                     "dpo_lr": args.lr, "dpo_epochs": args.epochs, "dpo_nll_weight": args.nll_weight},
         "metric": f"greedy accuracy on held-out SkillMath problems, {'+'.join(args.eval_sets)} pooled; "
                   "paired_diff_ci95: Student-t over seeds of (MCTS-DPO - SFT) on the same problems",
         "wall_minutes": (time.time() - t_start) / 60,

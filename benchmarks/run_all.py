@@ -141,7 +141,7 @@ ENTRIES: list[Entry] = [
           "marginal training of the same model", "python benchmarks/creativity.py --quick"),
     Entry("demo", "demo", "The end-to-end demo (`reasonlab demo`)",
           lambda d: f"--quick {n(d.get('quick_minutes'))} min, full {n(d.get('full_minutes'))} min "
-                    f"(loaded machine, model cache built); "
+                    f"(empty model cache: every model built in the run); "
                     f"{len(d.get('methods_in_report', []))} methods in the report",
           "issue target: full within 30 min, --quick within 10, on 2 idle cores",
           "—", "reasonlab demo --quick; reasonlab demo"),
