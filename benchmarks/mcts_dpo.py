@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+EVAL_SETS = ("test_k2", "test_k3")  # held-out sets pooled by default
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -93,7 +94,7 @@ def prepare_data(model: str, out: Path, prompt_skills: tuple[int, ...] = (2, 3),
 
 
 def evaluate(model_dir, data: Path, out: Path, limit: int, seed: int,
-             sets: list[str] | tuple = ("test_k2", "test_k3")) -> dict:
+             sets: list[str] | tuple = EVAL_SETS) -> dict:
     from reasonlab.evals.skillmath_eval import evaluate_sets, pooled_accuracy, read_eval_sets
 
     ev = evaluate_sets(model_dir, read_eval_sets(data), out, names=list(sets),
@@ -108,7 +109,7 @@ def sample_tokens(records) -> int:
 
 def one_seed(seed: int, model: str, out: str, quick: bool, threads: int, sets: list[str],
              lr: float = 5e-5, epochs: int = 3,
-             eval_sets: list[str] | tuple = ("test_k2", "test_k3"), nll_weight: float = 0.0) -> dict:
+             eval_sets: list[str] | tuple = EVAL_SETS, nll_weight: float = 0.0) -> dict:
     import logging
 
     import torch
@@ -277,7 +278,7 @@ def main() -> None:
     ap.add_argument("--json-name", default="mcts_dpo", help="result file name (benchmarks/results/NAME.json)")
     ap.add_argument("--prompt-skills", type=int, nargs="+", default=[2, 3],
                     help="training prompts: training problems with this many skills")
-    ap.add_argument("--eval-sets", nargs="+", default=["test_k2", "test_k3"],
+    ap.add_argument("--eval-sets", nargs="+", default=list(EVAL_SETS),
                     help="held-out sets the accuracy is pooled over")
     ap.add_argument("--extra-test", type=int, default=0,
                     help="fresh held-out 2- and 3-skill problems added to the test set")
