@@ -155,7 +155,7 @@ ENTRIES: list[Entry] = [
                     f"(empty model cache: every model built in the run); "
                     f"{len(d.get('methods_in_report', []))} methods in the report",
           "issue target: full within 30 min, --quick within 10, on 2 idle cores",
-          "—", "reasonlab demo --quick; reasonlab demo"),
+          "—", "python benchmarks/demo.py"),
     Entry("answers", "answers", "Answer grading",
           lambda d: f"property cases {n(d.get('property_pass_rate'))} (math-verify "
                     f"{n(d.get('math_verify_pass_rate'))}), rewritten solutions "
