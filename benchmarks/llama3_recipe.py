@@ -78,14 +78,14 @@ def passkey_acc(model_dir: Path, tok, lengths, depths, n: int, seed: int) -> dic
     return evaluate_passkey(lm, lengths, depths, n_per_cell=n, digits=4, seed=seed)
 
 
-def train_cfg(args, stages, seed):
+def train_cfg(args, stages, seed, whole_documents=False):
     from reasonlab.llama.pretrain import PretrainConfig
     from reasonlab.llama.stages import Stage
 
     return PretrainConfig(preset=args.preset, batch_size=args.batch_size, lr=args.lr,
                           warmup_steps=20, eval_every=10**6, eval_batches=2, checkpoint_every=10**6,
                           log_every=50, seed=seed, device="cpu", threads=args.threads,
-                          stages=[Stage(**s) for s in stages])
+                          stages=[Stage(**s) for s in stages], whole_documents=whole_documents)
 
 
 def long_context(args, work: Path) -> dict:

@@ -28,6 +28,23 @@ def test_pack_split_and_whole():
         assert len(rows) == 1
 
 
+def test_keep_whole_pads_instead_of_cutting_a_document_that_fits():
+    docs = [Document([0, 5, 6, 1]), Document([0, 8, 9, 1]), Document([0, 3, 4, 5, 6, 7, 1]),
+            Document([0, 10, 1])]
+    p = pack_documents(docs, 6, pad_id=2, split_documents=True, keep_whole=True)
+    # doc 1 would be cut after 2 tokens: row 0 is padded; doc 2 (7 tokens) is longer than a row
+    # and continues across rows as before; doc 3 (3 tokens) does not fit in the 1 left of row 2
+    assert p.input_ids.tolist() == [[0, 5, 6, 1, 2, 2], [0, 8, 9, 1, 0, 3], [4, 5, 6, 7, 1, 2],
+                                    [0, 10, 1, 2, 2, 2]]
+    assert p.doc_ids[0].tolist() == [0, 0, 0, 0, -1, -1]
+    assert p.doc_ids[2].tolist() == [2, 2, 2, 2, 2, -1]
+    for d in (0, 1, 3):
+        assert len({i for i, r in enumerate(p.doc_ids.tolist()) if d in r}) == 1
+    # without keep_whole the same documents are cut wherever a row ends
+    cut = pack_documents(docs, 6, pad_id=2, split_documents=True)
+    assert cut.input_ids[0].tolist() == [0, 5, 6, 1, 0, 8]
+
+
 def test_positions_restart_and_targets_stay_inside_documents():
     doc = torch.tensor([[0, 0, 0, 1, 1, -1]])
     assert position_ids_from_docs(doc).tolist() == [[0, 1, 2, 0, 1, 0]]

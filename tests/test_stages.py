@@ -96,6 +96,48 @@ def test_killed_staged_run_resumes_to_identical_weights(corpus, tmp_path, kill_a
     assert [m["stage_seq_len"] for m in metrics if "stage" in m] == [32, 64]
 
 
+def test_whole_documents_stages_keep_documents_whole_and_resume_exactly(corpus, tmp_path):
+    """With padded rows the stream moves by the tokens the trained rows held, not rows x length;
+    a run killed at a stage boundary and resumed still ends with the same weights and stream."""
+    tok, train, val = corpus
+    stages = [dict(seq_len=128, steps=3), dict(seq_len=160, steps=4)]  # documents: 48-111 tokens
+    full = pretrain(_cfg(stages, whole_documents=True), tok, train, val, tmp_path / "full")
+    cut = pretrain(_cfg(stages), tok, train, val, tmp_path / "cut")
+    assert cut["stream_tokens"] == {"main": 3 * 4 * 128}
+    assert 0 < full["stream_tokens"]["main"] < 3 * 4 * 128  # padding: fewer stream tokens per row
+
+    class Killed(Exception):
+        pass
+
+    def kill(state):
+        if state.step == 3:  # checkpoint_every=3: the last checkpoint is at the stage's end
+            raise Killed
+
+    with pytest.raises(Killed):
+        pretrain(_cfg(stages, whole_documents=True), tok, train, val, tmp_path / "resumed",
+                 on_step=kill)
+    res = pretrain(_cfg(stages, whole_documents=True), tok, train, val, tmp_path / "resumed")
+    assert res["stream_tokens"] == full["stream_tokens"]
+    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_document_stream_pack_keep_whole_never_cuts_a_short_document():
+    docs = [Document(list(range(100 * i, 100 * i + n))) for i, n in enumerate([5, 9, 3, 12, 7])]
+    s = DocumentStream(docs, seed=4)
+    packed = s.pack(0, 6, 10, pad_id=-5, keep_whole=True)
+    assert len(packed) > 6
+    rows = packed.doc_ids.tolist()
+    ids = packed.input_ids.tolist()
+    for r, (row_docs, row_ids) in enumerate(zip(rows, ids)):
+        for i, d in enumerate(row_docs):
+            if d >= 0 and i == 0 and r > 0 and rows[r - 1][-1] == d:
+                # only the 12-token document (longer than a row) continues from the row before
+                assert row_ids[i] // 100 == 3
+
+
 def test_annealing_stage_decays_to_zero_and_averages_its_snapshots(corpus, tmp_path):
     tok, train, val = corpus
     anneal = ["Q: 1 + 2?\nA: 1 + 2 = 3. The answer is 3."] * 20

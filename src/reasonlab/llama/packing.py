@@ -42,10 +42,15 @@ class PackedSequences:
 
 
 def pack_documents(docs: Sequence[Document], seq_len: int, pad_id: int, *,
-                   split_documents: bool = True) -> PackedSequences:
+                   split_documents: bool = True, keep_whole: bool = False) -> PackedSequences:
     """Pack ``docs`` in order into rows of ``seq_len`` tokens.
 
     ``split_documents=True`` (pretraining) fills every row, continuing a document in the next row.
+    With ``keep_whole`` a document that fits in one row is never cut: when the current row lacks
+    room for it, the row is padded and the document starts the next one (only longer documents
+    are continued across rows). A document whose two halves land in different rows cannot teach
+    anything that needs both, such as reading back a key planted early in it (passkey retrieval;
+    Ding et al. 2024, arXiv:2404.10830, on the cost of such truncations).
     ``split_documents=False`` (SFT) keeps each document whole in one row (first fit in order;
     documents longer than ``seq_len`` are truncated) and pads the rest of a row.
     """
@@ -75,6 +80,8 @@ def pack_documents(docs: Sequence[Document], seq_len: int, pad_id: int, *,
         if not ids:
             continue
         if split_documents:
+            if keep_whole and cur_ids and len(cur_ids) + len(ids) > seq_len >= len(ids):
+                flush()
             while ids:
                 room = seq_len - len(cur_ids)
                 take = ids[:room]

@@ -36,6 +36,9 @@ class PretrainConfig(TrainConfig):
     """
 
     stages: list[Stage] = field(default_factory=list)
+    # Documents that fit in a row are never cut across two rows (the row is padded instead);
+    # longer ones still are. Needed when a document's end depends on its start (passkeys).
+    whole_documents: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,7 +80,7 @@ def build_model(cfg: TrainConfig, tokenizer) -> LlamaForCausalLM:
 def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Document],
                        val_docs: Sequence[Document] | None, out_dir: str | Path, *,
                        split_documents: bool, on_step: Callable[[TrainState], None] | None = None,
-                       name: str = "pretrain", run: Run | None = None) -> dict:
+                       name: str = "pretrain", run: Run | None = None, keep_whole: bool = False) -> dict:
     """Pack, train, save ``out_dir/model`` and ``results.json``; resumes from checkpoints.
 
     ``run``: the run directory already opened by the caller (a job records every section of its
@@ -90,8 +93,10 @@ def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Documen
         log.info("run %s has already finished; nothing to do (results.json kept)", run.dir)
         return done
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train = pack_documents(train_docs, cfg.seq_len, pad, split_documents=split_documents)
-    val = pack_documents(val_docs, cfg.seq_len, pad, split_documents=split_documents) if val_docs else None
+    train = pack_documents(train_docs, cfg.seq_len, pad, split_documents=split_documents,
+                           keep_whole=keep_whole)
+    val = (pack_documents(val_docs, cfg.seq_len, pad, split_documents=split_documents,
+                          keep_whole=keep_whole) if val_docs else None)
     model = build_model(cfg, tokenizer)
     trainer = Trainer(cfg, model, train, val, run, on_step=on_step)
     out = trainer.fit()
@@ -143,4 +148,5 @@ def pretrain(cfg: PretrainConfig, tokenizer, train_texts: Sequence[str], val_tex
     if anneal_texts:
         raise ValueError("pretrain: annealing documents were given but no stage reads data 'anneal'")
     return train_on_documents(cfg, tokenizer, train_docs, val_docs, out_dir, split_documents=True,
-                              on_step=on_step, name="pretrain", run=run)
+                              on_step=on_step, name="pretrain", run=run,
+                              keep_whole=cfg.whole_documents)

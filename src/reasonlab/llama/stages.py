@@ -130,10 +130,24 @@ class DocumentStream:
             epoch += 1
         return out
 
-    def pack(self, start: int, rows: int, seq_len: int, pad_id: int) -> PackedSequences:
-        """``rows`` full rows of ``seq_len`` tokens from token ``start`` (plus one spare row)."""
-        return pack_documents(self.documents(start, (rows + 1) * seq_len), seq_len, pad_id,
-                              split_documents=True)
+    def pack(self, start: int, rows: int, seq_len: int, pad_id: int, *,
+             keep_whole: bool = False) -> PackedSequences:
+        """At least ``rows + 1`` rows of ``seq_len`` tokens from token ``start``: full rows, or
+        with ``keep_whole`` rows padded where the next document would be cut
+        (:func:`reasonlab.llama.packing.pack_documents`)."""
+        n_tokens = (rows + 1) * seq_len
+        while True:
+            packed = pack_documents(self.documents(start, n_tokens), seq_len, pad_id,
+                                    split_documents=True, keep_whole=keep_whole)
+            if len(packed) > rows:
+                return packed
+            n_tokens *= 2
+
+
+def stream_tokens(packed: PackedSequences, rows: int) -> int:
+    """Stream tokens in the first ``rows`` rows of a block (padding excluded): how far the stream
+    moved when those rows were trained on."""
+    return int((packed.doc_ids[:rows] >= 0).sum())
 
 
 def make_staged_trainer(cfg, model, streams: dict[str, DocumentStream], val_docs, run, *, pad_id: int,
@@ -156,17 +170,18 @@ def make_staged_trainer(cfg, model, streams: dict[str, DocumentStream], val_docs
             k = stage_of(stages, st.step)
             while st.stage < k:  # the previous stage is over: its stream moves on
                 prev = stages[st.stage]
-                st.streams[prev.data] = int(st.streams.get(prev.data, 0)) + st.cursor * prev.seq_len
+                if self.active != st.stage:  # resumed at the stage's end: rebuild its block
+                    self.train_data = self.block(st.stage)
+                st.streams[prev.data] = (int(st.streams.get(prev.data, 0))
+                                         + stream_tokens(self.train_data, st.cursor))
                 st.cursor = 0
                 st.stage += 1
+                self.active = None
             if self.active == k:
                 return
             stage = stages[k]
-            if stage.data not in streams:
-                raise ValueError(f"stage {k} reads data {stage.data!r} but no such documents were given")
+            self.train_data = self.block(k)
             start = int(st.streams.get(stage.data, 0))
-            self.train_data = streams[stage.data].pack(start, stage.steps * self.max_batch,
-                                                       stage.seq_len, pad_id)
             self.val_data = (pack_documents(val_docs, stage.seq_len, pad_id, split_documents=True)
                              if val_docs else None)
             self.flops_per_token = model_flops_per_token(self.raw_model, stage.seq_len)
@@ -175,6 +190,15 @@ def make_staged_trainer(cfg, model, streams: dict[str, DocumentStream], val_docs
                      stage.steps, stage.data, start)
             if self.run is not None and self.info.is_main and st.step == stage_bounds(stages)[k][0]:
                 self.run.log(step=st.step, stage=k, stage_seq_len=stage.seq_len, stage_data=stage.data)
+
+        def block(self, k: int) -> PackedSequences:
+            """The packed rows of stage ``k``, from where its stream stands."""
+            stage = cfg.stages[k]
+            if stage.data not in streams:
+                raise ValueError(f"stage {k} reads data {stage.data!r} but no such documents were given")
+            return streams[stage.data].pack(int(self.state.streams.get(stage.data, 0)),
+                                            stage.steps * self.max_batch, stage.seq_len, pad_id,
+                                            keep_whole=cfg.whole_documents)
 
         def batch_indices(self, batch_size: int) -> list[int]:
             c = self.state.cursor
