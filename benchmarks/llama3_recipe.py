@@ -94,17 +94,22 @@ def long_context(args, work: Path) -> dict:
     from reasonlab.llama.pretrain import pretrain
 
     L = args.lengths
-    math_train, math_val, passkey = corpora(args.n_math, args.n_passkey, list(range(48, L[-1] + 1, 16)), 0)
-    tok = char_tokenizer(math_train + passkey)
-    mix = sample_mix({"skillmath": math_train, "passkey": passkey},
-                     {"skillmath": args.math_weight, "passkey": 1 - args.math_weight},
-                     args.n_math + args.n_passkey, seed=0)
+    math_train, math_val, short_keys = corpora(args.n_math, args.lc_n_passkey, list(range(48, L[0] + 1, 16)), 0)
+    _, _, long_keys = corpora(0, args.lc_n_passkey, list(range(48, L[-1] + 1, 16)), 1)
+    tok = char_tokenizer(math_train + short_keys)
+    weights = {"skillmath": args.lc_math_weight, "passkey": 1 - args.lc_math_weight}
+    n_docs = args.n_math + args.lc_n_passkey
+    main = sample_mix({"skillmath": math_train, "passkey": short_keys}, weights, n_docs, seed=0)
+    long = sample_mix({"skillmath": math_train, "passkey": long_keys}, weights, n_docs, seed=1)
+    lc = argparse.Namespace(preset=args.lc_preset, batch_size=args.lc_batch_size, lr=args.lr,
+                            threads=args.threads)
     base_stages = [dict(seq_len=L[0], steps=args.base_steps)]
-    ext_stages = base_stages + [dict(seq_len=n, steps=args.stage_steps) for n in L[1:]]
+    ext_stages = base_stages + [dict(seq_len=n, steps=args.stage_steps, data="long") for n in L[1:]]
     t0 = time.time()
-    pretrain(train_cfg(args, base_stages, 0), tok, mix, math_val[:50], work / "base")
+    pretrain(train_cfg(lc, base_stages, 0, whole_documents=True), tok, main, math_val[:50], work / "base")
     t_base = time.time() - t0
-    pretrain(train_cfg(args, ext_stages, 0), tok, mix, math_val[:50], work / "extended")
+    pretrain(train_cfg(lc, ext_stages, 0, whole_documents=True), tok, main, math_val[:50],
+             work / "extended", long_texts=long)
     t_ext = time.time() - t0 - t_base
     out = {}
     for name in ("base", "extended"):
@@ -119,6 +124,12 @@ def long_context(args, work: Path) -> dict:
             "short_context_loss_change_pct": change,
             "detail": {"lengths": L, "depths": args.depths, "n_per_cell": args.passkey_n,
                        "base_steps": args.base_steps, "stage_steps": args.stage_steps,
+                       "preset": args.lc_preset, "batch_size": args.lc_batch_size,
+                       "skillmath_share": args.lc_math_weight, "n_passkey_docs": args.lc_n_passkey,
+                       "whole_documents": True,
+                       "data": "base stage: SkillMath + passkey documents of 48-"
+                               f"{L[0]} tokens; extension stages (data: long): SkillMath + "
+                               f"passkey documents of 48-{L[-1]} tokens",
                        "short_loss_base": base["short_loss"], "short_loss_extended": ext["short_loss"],
                        "passkey_base": base["passkey"], "passkey_extended": ext["passkey"],
                        "seconds": {"base": t_base, "extended": t_ext}}}
@@ -171,8 +182,13 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--passkey-n", type=int, default=10)
-    ap.add_argument("--base-steps", type=int, default=200)
-    ap.add_argument("--stage-steps", type=int, default=50)
+    ap.add_argument("--base-steps", type=int, default=4000)
+    ap.add_argument("--stage-steps", type=int, default=1000)
+    ap.add_argument("--lc-preset", default="tiny-0.5m", help="long-context part: the model")
+    ap.add_argument("--lc-batch-size", type=int, default=16)
+    ap.add_argument("--lc-math-weight", type=float, default=0.2,
+                    help="long-context part: SkillMath share of the documents (the rest: passkeys)")
+    ap.add_argument("--lc-n-passkey", type=int, default=20000)
     ap.add_argument("--main-steps", type=int, default=100, help="annealing part: main-schedule steps first")
     ap.add_argument("--anneal-steps", type=int, default=30)
     ap.add_argument("--average-from", type=float, default=0.0,

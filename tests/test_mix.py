@@ -80,3 +80,25 @@ def test_pretrain_job_trains_on_a_mix_with_an_annealing_stage(tmp_path):
     assert (tmp_path / "run" / "model_averaged" / "model.safetensors").exists()
     with pytest.raises(ConfigError, match="anneal_mix"):
         from_dict(PretrainJob, {"train": {"stages": [{"seq_len": 32, "steps": 1, "data": "anneal"}]}})
+
+
+def test_pretrain_job_extends_its_context_on_the_long_mix(tmp_path):
+    from reasonlab.config import from_dict
+    from reasonlab.llama.jobs import PretrainJob, run_pretrain_job
+
+    f = tmp_path / "long.txt"
+    f.write_text("\n\n".join(f"The key is {1000 + i}. " + "Filler text. " * 8 + f"Key? {1000 + i}."
+                               for i in range(20)))
+    job = from_dict(PretrainJob, {
+        "mix": [{"source": "skillmath", "weight": 1}], "mix_docs": 60,
+        "long_mix": [{"source": "skillmath", "weight": 1}, {"source": str(f), "weight": 1}],
+        "long_docs": 40, "limit": 200, "tokenizer": {"vocab_size": 300},
+        "train": {"preset": "micro-0.03m", "batch_size": 4, "warmup_steps": 1, "eval_every": 100,
+                  "device": "cpu", "whole_documents": True,
+                  "stages": [{"seq_len": 32, "steps": 2}, {"seq_len": 128, "steps": 2, "data": "long"}]}})
+    res = run_pretrain_job(job, tmp_path / "run")
+    assert res["steps"] == 4 and set(res["stream_tokens"]) == {"main", "long"}
+    assert res["stream_tokens"]["main"] == 2 * 4 * 32  # SkillMath documents: all longer than 32
+    assert 0 < res["stream_tokens"]["long"] < 2 * 4 * 128  # whole documents: padded rows
+    with pytest.raises(ConfigError, match="long_mix"):
+        from_dict(PretrainJob, {"train": {"stages": [{"seq_len": 32, "steps": 1, "data": "long"}]}})

@@ -88,8 +88,8 @@ def test_killed_staged_run_resumes_to_identical_weights(corpus, tmp_path, kill_a
     b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    # the first stage consumed 4 steps x 4 rows x 32 tokens of the main stream
-    assert full["stream_tokens"] == {"main": 4 * 4 * 32}
+    # the stages consumed 4 steps x 4 rows x 32 tokens, then 5 x 4 x 64, of the main stream
+    assert full["stream_tokens"] == {"main": 4 * 4 * 32 + 5 * 4 * 64}
     cfg = json.loads((tmp_path / "full" / "model" / "config.json").read_text())
     assert cfg["rope_parameters"]["rope_theta"] == 500000.0  # theta stays the preset's
     metrics = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
@@ -103,8 +103,8 @@ def test_whole_documents_stages_keep_documents_whole_and_resume_exactly(corpus, 
     stages = [dict(seq_len=128, steps=3), dict(seq_len=160, steps=4)]  # documents: 48-111 tokens
     full = pretrain(_cfg(stages, whole_documents=True), tok, train, val, tmp_path / "full")
     cut = pretrain(_cfg(stages), tok, train, val, tmp_path / "cut")
-    assert cut["stream_tokens"] == {"main": 3 * 4 * 128}
-    assert 0 < full["stream_tokens"]["main"] < 3 * 4 * 128  # padding: fewer stream tokens per row
+    assert cut["stream_tokens"] == {"main": 3 * 4 * 128 + 4 * 4 * 160}
+    assert 0 < full["stream_tokens"]["main"] < 3 * 4 * 128 + 4 * 4 * 160  # padding: fewer tokens
 
     class Killed(Exception):
         pass

@@ -54,19 +54,23 @@ class PretrainJob(_Job):
     # The annealing stages' data (a stage with data: anneal): an upsampled high-quality mix.
     anneal_mix: list[MixSource] = field(default_factory=list)
     anneal_docs: int = 0
+    # The long-context stages' data (a stage with data: long): a mix upsampling long documents.
+    long_mix: list[MixSource] = field(default_factory=list)
+    long_docs: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("mix_docs", self.mix_docs, 0)
         check_range("anneal_docs", self.anneal_docs, 0)
+        check_range("long_docs", self.long_docs, 0)
         if self.mix:
             check_mix(self.mix, "mix")
-        if self.anneal_mix:
-            check_mix(self.anneal_mix, "anneal_mix")
-        wants_anneal = any(s.data == "anneal" for s in self.train.stages)
-        if wants_anneal and not self.anneal_mix:
-            raise ConfigError("config key 'train.stages' has a stage with data: anneal but "
-                              "config key 'anneal_mix' is empty")
+        for name, mix in (("anneal", self.anneal_mix), ("long", self.long_mix)):
+            if mix:
+                check_mix(mix, f"{name}_mix")
+            if any(s.data == name for s in self.train.stages) and not mix:
+                raise ConfigError(f"config key 'train.stages' has a stage with data: {name} but "
+                                  f"config key '{name}_mix' is empty")
 
 
 @dataclass
@@ -133,14 +137,17 @@ def run_pretrain_job(job: PretrainJob, out: str | Path, *, overwrite: bool = Fal
     docs = _mix_or_corpus(job.mix, job.mix_docs, job.corpus, job.limit, job.train.seed)
     anneal = (_mix_or_corpus(job.anneal_mix, job.anneal_docs, "", job.limit, job.train.seed + 1)
               if job.anneal_mix else None)
-    identity = texts_identity(docs) if anneal is None else {
-        "main": texts_identity(docs), "anneal": texts_identity(anneal)}
+    long = (_mix_or_corpus(job.long_mix, job.long_docs, "", job.limit, job.train.seed + 2)
+            if job.long_mix else None)
+    identity = texts_identity(docs) if anneal is None and long is None else {
+        "main": texts_identity(docs), **({"anneal": texts_identity(anneal)} if anneal else {}),
+        **({"long": texts_identity(long)} if long else {})}
     run = open_job_run(job, out, data_identity=identity, name="pretrain", overwrite=overwrite)
     if (done := _finished(run)) is not None:
         return done
     train, val = split_val(docs, job.val_fraction, job.train.seed)
-    tok = get_tokenizer(job.tokenizer, train + (anneal or []), out)
-    return pretrain(job.train, tok, train, val, out, run=run, anneal_texts=anneal)
+    tok = get_tokenizer(job.tokenizer, train + (anneal or []) + (long or []), out)
+    return pretrain(job.train, tok, train, val, out, run=run, anneal_texts=anneal, long_texts=long)
 
 
 def _mix_or_corpus(mix: list[MixSource], n_docs: int, corpus: str, limit: int, seed: int) -> list[str]:

@@ -128,11 +128,13 @@ def train_on_documents(cfg: TrainConfig, tokenizer, train_docs: Sequence[Documen
 
 def pretrain(cfg: PretrainConfig, tokenizer, train_texts: Sequence[str], val_texts: Sequence[str] | None,
              out_dir: str | Path, *, on_step: Callable[[TrainState], None] | None = None,
-             run: Run | None = None, anneal_texts: Sequence[str] | None = None) -> dict:
+             run: Run | None = None, anneal_texts: Sequence[str] | None = None,
+             long_texts: Sequence[str] | None = None) -> dict:
     """Pre-train a preset model on ``train_texts`` (one document each) and return the results.
 
     With ``cfg.stages`` the stages are trained as one run; ``anneal_texts`` are the documents of
-    the stages whose data is ``anneal`` (the upsampled high-quality mix)."""
+    the stages whose data is ``anneal`` (the upsampled high-quality mix), ``long_texts`` those of
+    the stages whose data is ``long`` (the long-context mix)."""
     if not train_texts:
         raise ValueError("pretrain: the training corpus is empty")
     train_docs = [Document(encode_document(tokenizer, t)) for t in train_texts]
@@ -140,13 +142,20 @@ def pretrain(cfg: PretrainConfig, tokenizer, train_texts: Sequence[str], val_tex
     if cfg.stages:
         from reasonlab.llama.stages import train_stages
 
-        if any(s.data == "anneal" for s in cfg.stages) and not anneal_texts:
-            raise ValueError("pretrain: a stage reads data 'anneal' but no annealing documents were given")
-        anneal_docs = [Document(encode_document(tokenizer, t)) for t in anneal_texts] if anneal_texts else None
-        return train_stages(cfg, tokenizer, train_docs, val_docs, out_dir, anneal_docs=anneal_docs,
+        extra = {"anneal": anneal_texts, "long": long_texts}
+        for name, texts in extra.items():
+            if any(s.data == name for s in cfg.stages) and not texts:
+                what = {"anneal": "annealing", "long": "long-context"}[name]
+                raise ValueError(f"pretrain: a stage reads data {name!r} but no {what} documents "
+                                 f"were given ({name}_texts)")
+        docs = {k: [Document(encode_document(tokenizer, t)) for t in v] if v else None
+                for k, v in extra.items()}
+        return train_stages(cfg, tokenizer, train_docs, val_docs, out_dir, anneal_docs=docs["anneal"],
+                            long_docs=docs["long"],
                             on_step=on_step, run=run)
-    if anneal_texts:
-        raise ValueError("pretrain: annealing documents were given but no stage reads data 'anneal'")
+    if anneal_texts or long_texts:
+        raise ValueError("pretrain: annealing or long-context documents were given but no stages "
+                         "read them (config key 'stages' is empty)")
     return train_on_documents(cfg, tokenizer, train_docs, val_docs, out_dir, split_documents=True,
                               on_step=on_step, name="pretrain", run=run,
                               keep_whole=cfg.whole_documents)

@@ -4,7 +4,8 @@ Llama 3 pre-trains at a short context, then grows the sequence length in stages 
 ends with an annealing stage: the learning rate decayed linearly to zero on an upsampled
 high-quality mix, the checkpoints of that stage averaged (Polyak averaging, §3.4.3).
 
-A :class:`Stage` is ``(seq_len, steps)`` plus its data (``main`` or ``anneal``), its learning-rate
+A :class:`Stage` is ``(seq_len, steps)`` plus its data (``main``; ``long``, a mix that upsamples
+long documents for the extension stages; ``anneal``), its learning-rate
 schedule and how often its weights are snapshotted for averaging. The run is one run: one
 optimizer, one global step, one checkpoint series. The documents of each data stream are read in
 a seeded per-epoch order (:class:`DocumentStream`), and each stage packs (with document masks) at
@@ -27,7 +28,7 @@ from reasonlab.llama.packing import Document, PackedSequences, pack_documents
 
 log = logging.getLogger(__name__)
 
-STAGE_DATA = ("main", "anneal")
+STAGE_DATA = ("main", "long", "anneal")
 LR_SCHEDULES = ("main", "linear_to_zero")
 SNAPSHOT_DIR = "anneal_snapshots"
 
@@ -225,6 +226,19 @@ def make_staged_trainer(cfg, model, streams: dict[str, DocumentStream], val_docs
     return StagedTrainer()
 
 
+def final_stream_tokens(trainer, stages: Sequence[Stage]) -> dict[str, int]:
+    """Tokens each stream gave the whole run: the positions reached before the last stage plus
+    what the last stage's trained rows held."""
+    out = {k: int(v) for k, v in trainer.state.streams.items()}
+    k = len(stages) - 1
+    if trainer.state.stage == k:
+        if trainer.active != k:
+            trainer.train_data = trainer.block(k)
+        data = stages[k].data
+        out[data] = out.get(data, 0) + stream_tokens(trainer.train_data, trainer.state.cursor)
+    return out
+
+
 def save_snapshot(state_dict: dict, folder: Path, step: int) -> Path:
     """Write the weights of ``step`` as ``folder/step_NNNNNNN.safetensors`` atomically."""
     from safetensors.torch import save_file
@@ -244,7 +258,8 @@ def snapshots(folder: Path, start: int, end: int) -> list[Path]:
 
 
 def train_stages(cfg, tokenizer, train_docs: Sequence[Document], val_docs: Sequence[Document] | None,
-                 out_dir, *, anneal_docs: Sequence[Document] | None = None, on_step=None,
+                 out_dir, *, anneal_docs: Sequence[Document] | None = None,
+                 long_docs: Sequence[Document] | None = None, on_step=None,
                  run=None) -> dict:
     """Train ``cfg.stages`` as one run into ``out_dir``: ``model/`` is the final model and, when a
     stage sets ``average_every``, ``model_averaged/`` the average of that stage's snapshots."""
@@ -264,6 +279,8 @@ def train_stages(cfg, tokenizer, train_docs: Sequence[Document], val_docs: Seque
     streams = {"main": DocumentStream(train_docs, cfg.seed)}
     if anneal_docs:
         streams["anneal"] = DocumentStream(anneal_docs, cfg.seed + 1)
+    if long_docs:
+        streams["long"] = DocumentStream(long_docs, cfg.seed + 2)
     model = build_model(cfg, tokenizer)
     trainer = make_staged_trainer(cfg, model, streams, list(val_docs) if val_docs else None, run,
                                   pad_id=pad, on_step=on_step)
@@ -279,7 +296,7 @@ def train_stages(cfg, tokenizer, train_docs: Sequence[Document], val_docs: Seque
                     "lr_schedule": s.lr_schedule, "average_every": s.average_every,
                     "average_from": s.average_from}
                    for s in cfg.stages],
-        "stream_tokens": {k: int(v) for k, v in trainer.state.streams.items()},
+        "stream_tokens": final_stream_tokens(trainer, cfg.stages),
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_params_non_embedding": count_non_embedding(model),
         "model_flops_per_s": out.get("model_flops_per_s"),
