@@ -1,10 +1,12 @@
 """The rest of the Llama 3 pre-training recipe on a tiny model: long-context stages and annealing.
 
 Long context (one seed): a tiny model with a character tokenizer is pre-trained at a short context
-on a weighted mix of SkillMath text and passkey documents (lengths up to the final context), then
-extended in stages (e.g. 64 -> 128 -> 256) as one run. Measured: passkey accuracy at the final
-length of the extended and of the un-extended (base) model, and the change of the short-context
-validation loss on SkillMath text.
+on a weighted mix of SkillMath text and passkey documents that fit that context, then extended in
+stages (e.g. 64 -> 128 -> 256) as one run on the ``long`` mix, whose passkey documents run up to
+the final length. Documents are packed whole (``whole_documents``): a passkey document cut between
+two rows cannot teach retrieval. Measured: passkey accuracy at the final length of the extended
+and of the un-extended (base) model, and the change of the short-context validation loss on
+SkillMath text.
 
 Annealing (>= 3 seeds): the same main run continued for the same tokens either on the main
 schedule and mix, or with the learning rate decayed linearly to zero on an upsampled SkillMath
@@ -100,7 +102,9 @@ def long_context(args, work: Path) -> dict:
     weights = {"skillmath": args.lc_math_weight, "passkey": 1 - args.lc_math_weight}
     n_docs = args.n_math + args.lc_n_passkey
     main = sample_mix({"skillmath": math_train, "passkey": short_keys}, weights, n_docs, seed=0)
-    long = sample_mix({"skillmath": math_train, "passkey": long_keys}, weights, n_docs, seed=1)
+    long = sample_mix({"skillmath": math_train, "passkey": long_keys},
+                      {"skillmath": args.lc_long_math_weight, "passkey": 1 - args.lc_long_math_weight},
+                      n_docs, seed=1)
     lc = argparse.Namespace(preset=args.lc_preset, batch_size=args.lc_batch_size, lr=args.lr,
                             threads=args.threads)
     base_stages = [dict(seq_len=L[0], steps=args.base_steps)]
@@ -125,7 +129,9 @@ def long_context(args, work: Path) -> dict:
             "detail": {"lengths": L, "depths": args.depths, "n_per_cell": args.passkey_n,
                        "base_steps": args.base_steps, "stage_steps": args.stage_steps,
                        "preset": args.lc_preset, "batch_size": args.lc_batch_size,
-                       "skillmath_share": args.lc_math_weight, "n_passkey_docs": args.lc_n_passkey,
+                       "skillmath_share": args.lc_math_weight,
+                       "long_mix_skillmath_share": args.lc_long_math_weight,
+                       "n_passkey_docs": args.lc_n_passkey,
                        "whole_documents": True,
                        "data": "base stage: SkillMath + passkey documents of 48-"
                                f"{L[0]} tokens; extension stages (data: long): SkillMath + "
@@ -189,6 +195,10 @@ def main() -> None:
     ap.add_argument("--lc-math-weight", type=float, default=0.2,
                     help="long-context part: SkillMath share of the documents (the rest: passkeys)")
     ap.add_argument("--lc-n-passkey", type=int, default=20000)
+    ap.add_argument("--lc-long-math-weight", type=float, default=0.6,
+                    help="long-context part: SkillMath share of the long mix's documents (the "
+                         "passkey documents there are longer, so 0.6 keeps SkillMath's share of "
+                         "tokens above the base mix's)")
     ap.add_argument("--main-steps", type=int, default=100, help="annealing part: main-schedule steps first")
     ap.add_argument("--anneal-steps", type=int, default=30)
     ap.add_argument("--average-from", type=float, default=0.0,
