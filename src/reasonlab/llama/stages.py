@@ -171,10 +171,7 @@ def make_staged_trainer(cfg, model, streams: dict[str, DocumentStream], val_docs
             k = stage_of(stages, st.step)
             while st.stage < k:  # the previous stage is over: its stream moves on
                 prev = stages[st.stage]
-                if self.active != st.stage:  # resumed at the stage's end: rebuild its block
-                    self.train_data = self.block(st.stage)
-                st.streams[prev.data] = (int(st.streams.get(prev.data, 0))
-                                         + stream_tokens(self.train_data, st.cursor))
+                st.streams[prev.data] = int(st.streams.get(prev.data, 0)) + self.stage_tokens()
                 st.cursor = 0
                 st.stage += 1
                 self.active = None
@@ -200,6 +197,14 @@ def make_staged_trainer(cfg, model, streams: dict[str, DocumentStream], val_docs
             return streams[stage.data].pack(int(self.state.streams.get(stage.data, 0)),
                                             stage.steps * self.max_batch, stage.seq_len, pad_id,
                                             keep_whole=cfg.whole_documents)
+
+        def stage_tokens(self) -> int:
+            """Stream tokens the current stage's trained rows held (its block is rebuilt when the
+            run resumed at the stage's end)."""
+            if self.active != self.state.stage:
+                self.train_data = self.block(self.state.stage)
+                self.active = self.state.stage
+            return stream_tokens(self.train_data, self.state.cursor)
 
         def batch_indices(self, batch_size: int) -> list[int]:
             c = self.state.cursor
@@ -232,10 +237,7 @@ def final_stream_tokens(trainer, stages: Sequence[Stage]) -> dict[str, int]:
     out = {k: int(v) for k, v in trainer.state.streams.items()}
     k = len(stages) - 1
     if trainer.state.stage == k:
-        if trainer.active != k:
-            trainer.train_data = trainer.block(k)
-        data = stages[k].data
-        out[data] = out.get(data, 0) + stream_tokens(trainer.train_data, trainer.state.cursor)
+        out[stages[k].data] = out.get(stages[k].data, 0) + trainer.stage_tokens()
     return out
 
 
