@@ -67,6 +67,23 @@ def test_linear_to_zero_anneal_schedule():
     assert lrs[6:] == pytest.approx([main(6) * f for f in (1.0, 0.75, 0.5, 0.25)])
 
 
+def test_decay_steps_end_the_cosine_at_the_base_stage_and_extension_holds_the_floor(corpus, tmp_path):
+    tok, train, val = corpus
+    stages = [dict(seq_len=32, steps=6), dict(seq_len=64, steps=3)]
+    pretrain(_cfg(stages, decay_steps=6, log_every=1), tok, train, val, tmp_path / "d")
+    metrics = [json.loads(x) for x in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {m["step"]: m["lr"] for m in metrics if "lr" in m}
+    floor = 0.1 * 3e-3  # min_lr_ratio x peak
+    # metrics step k logs the LR of 0-based step k - 1: the cosine reaches its floor at step 6,
+    # the first step of the extension stage, which holds it
+    assert lrs[4] > lrs[5] > lrs[6] > floor
+    assert [lrs[s] for s in (7, 8, 9)] == pytest.approx([floor] * 3)
+    with pytest.raises(ConfigError, match="decay_steps"):
+        _cfg(stages, decay_steps=1)  # before the warmup ends
+    with pytest.raises(ConfigError, match="decay_steps"):
+        _cfg(stages, decay_steps=-1)
+
+
 @pytest.mark.parametrize("kill_at", [5, 8])  # resume from the step-3 (stage 1) / step-6 (stage 2) checkpoint
 def test_killed_staged_run_resumes_to_identical_weights(corpus, tmp_path, kill_at):
     tok, train, val = corpus

@@ -60,6 +60,7 @@ class TrainConfig:
     lr: float | None = None  # peak LR; None = the preset's
     min_lr_ratio: float = 0.1
     warmup_steps: int = 50
+    decay_steps: int = 0  # the cosine reaches its floor here and holds it (0 = at max_steps)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -93,6 +94,9 @@ class TrainConfig:
         check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_range("warmup_steps", self.warmup_steps, 0)
         check_order("warmup_steps", self.warmup_steps, "max_steps", self.max_steps)
+        check_range("decay_steps", self.decay_steps, 0)
+        if self.decay_steps:
+            check_order("warmup_steps", self.warmup_steps, "decay_steps", self.decay_steps)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_range("beta1", self.beta1, 0.0, 1.0)
         check_range("beta2", self.beta2, 0.0, 1.0)
@@ -313,10 +317,12 @@ class Trainer:
         return stream_indices(len(self.train_data), self.state.cursor, batch_size, self.cfg.seed)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of ``step``: linear warmup, cosine decay over ``max_steps``."""
+        """The learning rate of ``step``: linear warmup, cosine decay over ``decay_steps`` (or
+        ``max_steps``), then the floor."""
         cfg = self.cfg
         return warmup_cosine_lr(step, peak_lr=cfg.peak_lr(), warmup_steps=cfg.warmup_steps,
-                                total_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio)
+                                total_steps=cfg.decay_steps or cfg.max_steps,
+                                min_lr_ratio=cfg.min_lr_ratio)
 
     def prepare_step(self) -> None:
         """Called before every step (after a resume too): a staged trainer switches data here."""
