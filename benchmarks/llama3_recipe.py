@@ -1,14 +1,12 @@
 """The rest of the Llama 3 pre-training recipe on a tiny model: long-context stages and annealing.
 
-Long context (``--lc-seeds``, each seed's result kept in ``--lc-cache`` so that seeds can run as
-separate processes): a tiny model with a character tokenizer is pre-trained at a short context
+Long context (one seed): a tiny model with a character tokenizer is pre-trained at a short context
 on a weighted mix of SkillMath text and passkey documents that fit that context, then extended in
 stages (e.g. 64 -> 128 -> 256) as one run on the ``long`` mix, whose passkey documents run up to
 the final length. Documents are packed whole (``whole_documents``): a passkey document cut between
-two rows cannot teach retrieval. The cosine decays over the short stage (``decay_steps``) and the
-extension trains at its floor; the base model is the run's checkpoint before the extension.
-Measured: passkey accuracy at the final length of the extended and of the un-extended (base)
-model, and the change of the short-context validation loss on SkillMath text.
+two rows cannot teach retrieval. Measured: passkey accuracy at the final length of the extended
+and of the un-extended (base) model, and the change of the short-context validation loss on
+SkillMath text.
 
 Annealing (>= 3 seeds): the same main run continued for the same tokens either on the main
 schedule and mix, or with the learning rate decayed linearly to zero on an upsampled SkillMath
@@ -25,7 +23,6 @@ averaging_loss_delta (+ ci95), and their details under ``recipe_detail``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -59,9 +56,8 @@ def char_tokenizer(texts):
     return train_tokenizer(texts[:200], vocab_size=272)  # the minimum: no merges, one char a token
 
 
-def val_loss(model_dir, tok, texts, seq_len: int) -> float:
-    """Token-weighted loss of ``texts`` packed at ``seq_len`` (document masks), all of them;
-    ``model_dir``: a model folder or a loaded model."""
+def val_loss(model_dir: Path, tok, texts, seq_len: int) -> float:
+    """Token-weighted loss of ``texts`` packed at ``seq_len`` (document masks), all of them."""
     import torch
 
     from reasonlab.llama.packing import Document, pack_documents
@@ -69,134 +65,80 @@ def val_loss(model_dir, tok, texts, seq_len: int) -> float:
     from reasonlab.llama.trainer import evaluate
     from reasonlab.lm.checkpoint import load_causal_lm
 
-    model = load_causal_lm(model_dir) if isinstance(model_dir, Path) else model_dir
+    model = load_causal_lm(model_dir)
     docs = [Document(encode_document(tok, t)) for t in texts]
     packed = pack_documents(docs, seq_len, tok.pad_token_id, split_documents=True)
     return evaluate(model, packed, torch.device("cpu"), 16, 10**6)
 
 
-def passkey_acc(model, tok, lengths, depths, n: int, seed: int) -> dict:
+def passkey_acc(model_dir: Path, tok, lengths, depths, n: int, seed: int) -> dict:
     from reasonlab.evals.passkey import evaluate_passkey
     from reasonlab.lm.checkpoint import load_causal_lm
     from reasonlab.lm.local import LocalLM
 
-    model = load_causal_lm(model) if isinstance(model, Path) else model
-    lm = LocalLM(model.eval(), tok, device="cpu", batch_size=32)
+    lm = LocalLM(load_causal_lm(model_dir).eval(), tok, device="cpu", batch_size=32)
     return evaluate_passkey(lm, lengths, depths, n_per_cell=n, digits=4, seed=seed)
 
 
-def stage_model(run_dir: Path, step: int):
-    """The run's model as it was after global ``step`` (its checkpoint at that step)."""
-    from safetensors.torch import load_file
-
-    from reasonlab.lm.checkpoint import load_causal_lm
-
-    model = load_causal_lm(run_dir / "model")
-    ckpt = run_dir / "checkpoints" / f"step_{step:07d}" / "model.safetensors"
-    model.load_state_dict(load_file(str(ckpt)))
-    return model
-
-
-def train_cfg(args, stages, seed, whole_documents=False, **extra):
+def train_cfg(args, stages, seed, whole_documents=False):
     from reasonlab.llama.pretrain import PretrainConfig
     from reasonlab.llama.stages import Stage
 
-    kw = dict(preset=args.preset, batch_size=args.batch_size, lr=args.lr, warmup_steps=20,
-              eval_every=10**6, eval_batches=2, checkpoint_every=10**6, log_every=50, seed=seed,
-              device="cpu", threads=args.threads, stages=[Stage(**s) for s in stages],
-              whole_documents=whole_documents)
-    return PretrainConfig(**{**kw, **extra})
-
-
-LC_SETTINGS = ("lengths", "depths", "passkey_n", "base_steps", "stage_steps", "lc_preset", "lc_batch_size",
-               "lc_math_weight", "lc_long_math_weight", "lc_n_passkey", "n_math", "lr")
-
-
-def long_context_seed(args, work: Path, seed: int) -> dict:
-    """One seed of the long-context part (data, tokenizer order and model init all seeded),
-    kept in ``--lc-cache`` so that seeds run as separate processes and a rerun skips done ones."""
-    from reasonlab.evals.passkey import format_table, plot_passkey
-    from reasonlab.llama.mix import sample_mix
-    from reasonlab.llama.pretrain import pretrain
-    from reasonlab.runs import atomic_write_json
-
-    settings = {k: getattr(args, k) for k in LC_SETTINGS}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    cache = Path(args.lc_cache) / f"lc_seed{seed}_{key}.json"
-    if cache.exists():
-        done = json.loads(cache.read_text())
-        if done.get("settings") == settings:
-            print(f"long context, seed {seed}: kept from {cache}")
-            return done
-    L = args.lengths
-    math_train, math_val, short_keys = corpora(args.n_math, args.lc_n_passkey, list(range(48, L[0] + 1, 16)),
-                                               10 * seed)
-    _, _, long_keys = corpora(0, args.lc_n_passkey, list(range(48, L[-1] + 1, 16)), 10 * seed + 1)
-    tok = char_tokenizer(math_train + short_keys)
-    weights = {"skillmath": args.lc_math_weight, "passkey": 1 - args.lc_math_weight}
-    n_docs = args.n_math + args.lc_n_passkey
-    main = sample_mix({"skillmath": math_train, "passkey": short_keys}, weights, n_docs, seed=10 * seed)
-    long = sample_mix({"skillmath": math_train, "passkey": long_keys},
-                      {"skillmath": args.lc_long_math_weight, "passkey": 1 - args.lc_long_math_weight},
-                      n_docs, seed=10 * seed + 1)
-    lc = argparse.Namespace(preset=args.lc_preset, batch_size=args.lc_batch_size, lr=args.lr,
-                            threads=args.threads)
-    # One run: the cosine decays over the short-context stage (``decay_steps``), whose last
-    # checkpoint is the base model; the extension stages train at the floor it decayed to.
-    stages = [dict(seq_len=L[0], steps=args.base_steps)] + [
-        dict(seq_len=n, steps=args.stage_steps, data="long") for n in L[1:]]
-    t0 = time.time()
-    run = work / f"lc{seed}"
-    pretrain(train_cfg(lc, stages, seed, whole_documents=True, decay_steps=args.base_steps,
-                       warmup_steps=min(20, args.base_steps), checkpoint_every=args.base_steps,
-                       keep_checkpoints=2),
-             tok, main, math_val[:50], run, long_texts=long)
-    seconds = time.time() - t0
-    models = {"base": stage_model(run, args.base_steps), "extended": run / "model"}
-    out = {"seed": seed, "settings": settings, "seconds": seconds}
-    for name, model in models.items():
-        res = passkey_acc(model, tok, L, args.depths, args.passkey_n, seed=7)
-        print(f"\nseed {seed}: passkey accuracy, {name} model (length x depth):\n{format_table(res)}")
-        if seed == args.lc_seeds[0]:
-            plot_passkey(res, RESULTS / f"llama3_recipe_passkey_{name}.png", title=f"passkey, {name}")
-        out[f"passkey_{name}"] = res
-        out[f"short_loss_{name}"] = val_loss(model, tok, math_val, L[0])
-    out["short_context_loss_change_pct"] = (100 * (out["short_loss_extended"] - out["short_loss_base"])
-                                            / out["short_loss_base"])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cache, out)
-    return out
+    return PretrainConfig(preset=args.preset, batch_size=args.batch_size, lr=args.lr,
+                          warmup_steps=20, eval_every=10**6, eval_batches=2, checkpoint_every=10**6,
+                          log_every=50, seed=seed, device="cpu", threads=args.threads,
+                          stages=[Stage(**s) for s in stages], whole_documents=whole_documents)
 
 
 def long_context(args, work: Path) -> dict:
-    """The long-context part over ``--lc-seeds``: means with 95% intervals, and each seed."""
-    from reasonlab.evals.safety import mean_ci95
+    from reasonlab.evals.passkey import format_table, plot_passkey
+    from reasonlab.llama.mix import sample_mix
+    from reasonlab.llama.pretrain import pretrain
 
     L = args.lengths
-    rows = [long_context_seed(args, work, s) for s in args.lc_seeds]
-    keys = {"passkey_accuracy_extended": [r["passkey_extended"]["by_length"][str(L[-1])] for r in rows],
-            "passkey_accuracy_base": [r["passkey_base"]["by_length"][str(L[-1])] for r in rows],
-            "short_context_loss_change_pct": [r["short_context_loss_change_pct"] for r in rows]}
-    out: dict = {}
-    for k, vals in keys.items():
-        m, h = mean_ci95(vals)
-        out[k], out[k + "_ci95"] = m, [m - h, m + h]
-        print(f"{k}: {m:.4g} [{m - h:.4g}, {m + h:.4g}] over seeds {args.lc_seeds}: "
-              + ", ".join(f"{v:.4g}" for v in vals))
-    out["detail"] = {"seeds": args.lc_seeds, "lengths": L, "depths": args.depths, "n_per_cell": args.passkey_n,
-                     "base_steps": args.base_steps, "stage_steps": args.stage_steps,
-                     "preset": args.lc_preset, "batch_size": args.lc_batch_size,
-                     "skillmath_share": args.lc_math_weight,
-                     "long_mix_skillmath_share": args.lc_long_math_weight,
-                     "n_passkey_docs": args.lc_n_passkey, "whole_documents": True,
-                     "data": "base stage: SkillMath + passkey documents of 48-"
-                             f"{L[0]} tokens; extension stages (data: long): SkillMath + "
-                             f"passkey documents of 48-{L[-1]} tokens",
-                     "schedule": "warmup + cosine to 0.1x peak over the base stage (decay_steps); "
-                                 "extension stages at that floor; the base model is the run's "
-                                 "checkpoint at the end of the base stage",
-                     "per_seed": [{k: v for k, v in r.items() if k != "settings"} for r in rows]}
-    return out
+    math_train, math_val, short_keys = corpora(args.n_math, args.lc_n_passkey, list(range(48, L[0] + 1, 16)), 0)
+    _, _, long_keys = corpora(0, args.lc_n_passkey, list(range(48, L[-1] + 1, 16)), 1)
+    tok = char_tokenizer(math_train + short_keys)
+    weights = {"skillmath": args.lc_math_weight, "passkey": 1 - args.lc_math_weight}
+    n_docs = args.n_math + args.lc_n_passkey
+    main = sample_mix({"skillmath": math_train, "passkey": short_keys}, weights, n_docs, seed=0)
+    long = sample_mix({"skillmath": math_train, "passkey": long_keys},
+                      {"skillmath": args.lc_long_math_weight, "passkey": 1 - args.lc_long_math_weight},
+                      n_docs, seed=1)
+    lc = argparse.Namespace(preset=args.lc_preset, batch_size=args.lc_batch_size, lr=args.lr,
+                            threads=args.threads)
+    base_stages = [dict(seq_len=L[0], steps=args.base_steps)]
+    ext_stages = base_stages + [dict(seq_len=n, steps=args.stage_steps, data="long") for n in L[1:]]
+    t0 = time.time()
+    pretrain(train_cfg(lc, base_stages, 0, whole_documents=True), tok, main, math_val[:50], work / "base")
+    t_base = time.time() - t0
+    pretrain(train_cfg(lc, ext_stages, 0, whole_documents=True), tok, main, math_val[:50],
+             work / "extended", long_texts=long)
+    t_ext = time.time() - t0 - t_base
+    out = {}
+    for name in ("base", "extended"):
+        res = passkey_acc(work / name / "model", tok, L, args.depths, args.passkey_n, seed=7)
+        print(f"\npasskey accuracy, {name} model (length x depth):\n{format_table(res)}")
+        plot_passkey(res, RESULTS / f"llama3_recipe_passkey_{name}.png", title=f"passkey, {name}")
+        out[name] = {"passkey": res, "short_loss": val_loss(work / name / "model", tok, math_val, L[0])}
+    base, ext = out["base"], out["extended"]
+    change = 100 * (ext["short_loss"] - base["short_loss"]) / base["short_loss"]
+    return {"passkey_accuracy_extended": ext["passkey"]["by_length"][str(L[-1])],
+            "passkey_accuracy_base": base["passkey"]["by_length"][str(L[-1])],
+            "short_context_loss_change_pct": change,
+            "detail": {"lengths": L, "depths": args.depths, "n_per_cell": args.passkey_n,
+                       "base_steps": args.base_steps, "stage_steps": args.stage_steps,
+                       "preset": args.lc_preset, "batch_size": args.lc_batch_size,
+                       "skillmath_share": args.lc_math_weight,
+                       "long_mix_skillmath_share": args.lc_long_math_weight,
+                       "n_passkey_docs": args.lc_n_passkey,
+                       "whole_documents": True,
+                       "data": "base stage: SkillMath + passkey documents of 48-"
+                               f"{L[0]} tokens; extension stages (data: long): SkillMath + "
+                               f"passkey documents of 48-{L[-1]} tokens",
+                       "short_loss_base": base["short_loss"], "short_loss_extended": ext["short_loss"],
+                       "passkey_base": base["passkey"], "passkey_extended": ext["passkey"],
+                       "seconds": {"base": t_base, "extended": t_ext}}}
 
 
 def annealing(args, work: Path) -> dict:
@@ -257,10 +199,6 @@ def main() -> None:
                     help="long-context part: SkillMath share of the long mix's documents ("
                          "with 0.6 the short-context loss rose more, +36%, and passkey fell to 53%; "
                          "0.2: +22%, 97%)")
-    ap.add_argument("--lc-seeds", type=int, nargs="+", default=[0, 1, 2],
-                    help="long-context part: seeds (each kept in --lc-cache when done)")
-    ap.add_argument("--lc-cache", default="runs/bench_llama3_recipe",
-                    help="long-context part: folder of the finished seeds' results")
     ap.add_argument("--main-steps", type=int, default=100, help="annealing part: main-schedule steps first")
     ap.add_argument("--anneal-steps", type=int, default=30)
     ap.add_argument("--average-from", type=float, default=0.0,
