@@ -189,6 +189,8 @@ def _lm_meta_cfg(args, learner: str = "l3rs") -> MetaTrainConfig:
     sets = [f"es.workers={args.workers}", f"es.steps={args.lm_es_steps}",
             f"es.pairs={args.lm_pairs}", f"es.horizon={args.lm_horizon}",
             "es.train_seeds=[0,1,2,3]", f"learner={learner}"]
+    if learner == "l3rs":  # λ at zero meta-parameters, and the ES step, for a pretrained LM
+        sets += [f"l3rs.base_lr={args.lm_base_lr}", f"es.lr={args.lm_es_lr}"]
     cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", sets)
     cfg.env = _lm_env()
     return cfg
@@ -214,6 +216,7 @@ def stage_lm(args, out: Path, results_path: Path) -> None:
                               "model": "herd-xs", "skill": "avg", "unseen_skill_name": "perim",
                               "inner_steps": cfg.es.horizon, "es_steps": cfg.es.steps,
                               "es_pairs": cfg.es.pairs, "tune_budget": cmp["tune_budget"],
+                              "base_lr": cfg.l3rs.base_lr, "es_lr": cfg.es.lr,
                               "table": {st: cmp["settings"][st]["optimizers"] for st in settings}})
     print_table([(st, f"{100 * v['train_loss_reduction_vs_best_baseline']:+.1f}%",
                   v["wilcoxon_p"], f"{v['test_acc_delta_vs_best_baseline']:+.2f}",
@@ -279,9 +282,12 @@ def main() -> None:
     ap.add_argument("--stage", default="main",
                     choices=["main", "step_time", "val_objective", "lm", "general_lopt"])
     ap.add_argument("--seeds", type=int, default=16, help="paired test seeds of the new stages")
-    ap.add_argument("--lm-es-steps", type=int, default=40)
+    ap.add_argument("--lm-es-steps", type=int, default=20)
     ap.add_argument("--lm-pairs", type=int, default=4)
     ap.add_argument("--lm-horizon", type=int, default=40)
+    ap.add_argument("--lm-base-lr", type=float, default=1e-3,
+                    help="L3RS step size at zero meta-parameters on the LM (digits: 0.01)")
+    ap.add_argument("--lm-es-lr", type=float, default=0.05, help="ES Adam step on the LM")
     ap.add_argument("--no-lm", action="store_true", help="step_time: digits only")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()

@@ -240,3 +240,41 @@ def test_segment_norms_equal_each_tensors_norm(dtype, numpy_max, monkeypatch):
     assert got.shape == (2, 4)
     assert got[0] == pytest.approx(want, rel=tol)
     assert got[1] == pytest.approx(2 * want, rel=tol)
+
+
+def test_normalized_adam_moves_each_tensor_by_lambda_after_bias_correction():
+    """Unit-RMS normalization applies to the bias-corrected Adam direction: with a one-hot Adam
+    mix every step moves each tensor by exactly λ in RMS, also after the first step (where the
+    1/(1−β1^t) correction is not 1)."""
+    cfg = L3RSConfig(directions=["adam", "sign"], normalize="rms", base_lr=0.01,
+                     state_features=False)
+    net = _net()
+    opt = L3RS(net.parameters(), MetaModel.fixed(cfg, 4, mix={"adam": 1.0}))
+    for _ in range(4):
+        before = [p.detach().clone() for p in net.parameters()]
+        _train(net, opt, 1)
+        for p, p0 in zip(net.parameters(), before):
+            rms = float((p.detach() - p0).pow(2).mean().sqrt())
+            assert rms == pytest.approx(0.01, rel=1e-6)
+
+
+@pytest.mark.parametrize("directions", [["sgd", "momentum", "adam", "sign"], ["adam", "rms"]])
+def test_small_model_numpy_path_equals_the_torch_path(directions, monkeypatch):
+    """The small-CPU-model fast path (NumPy norms, a matrix product per tensor for the update)
+    and the general path (foreach norms, per-element coefficients) take the same steps with a
+    learned, non-trivial mix and state features on."""
+    import numpy as np
+
+    import reasonlab.optim.l3rs as l3rs_mod
+
+    cfg = L3RSConfig(directions=directions, normalize="rms", base_lr=0.01)
+    theta = np.random.default_rng(3).normal(0, 0.3, MetaModel(cfg, 4).size)
+    trajs = []
+    for numpy_max in (1 << 16, 0):
+        monkeypatch.setattr(l3rs_mod, "_NUMPY_NORM_MAX", numpy_max)
+        net = _net()
+        opt = L3RS(net.parameters(), MetaModel(cfg, 4, theta))
+        trajs.append(_train(net, opt, 8))
+        assert (opt._np_rows is not None) == (numpy_max > 0)
+    assert _max_diff(*trajs) < 1e-12
+    assert _max_diff(trajs[0][:1], [[p.detach() for p in _net().parameters()]]) > 1e-3

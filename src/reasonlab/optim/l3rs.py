@@ -228,9 +228,14 @@ class MetaModel:
         """:meth:`coefficients` on NumPy arrays (the optimizer's hot path: these are a few
         dozen numbers, where NumPy's per-call cost is a fraction of torch's)."""
         c, s = self.config, self._np_slices()
-        rows = tuple(range(self.n_layers)) if rows is None else tuple(rows)
-        r = self._row_index(rows)
-        n, P = len(rows), len(c.directions)
+        if rows is None:
+            r, n = None, self.n_layers
+        elif isinstance(rows, np.ndarray):  # an index array (the optimizer caches its own)
+            r, n = rows, len(rows)
+        else:
+            rows = tuple(rows)
+            r, n = self._row_index(rows), len(rows)
+        P = len(c.directions)
         if "step_table" in s:
             z0 = (s["step_table"] if r is None else s["step_table"][r]) @ phi
             if "step_state" in s and psi is not None:
@@ -341,7 +346,7 @@ class L3RS(torch.optim.Optimizer):
         self._rows = [i if n == L else round(i * (L - 1) / max(n - 1, 1)) for i in range(n)]
         self._global: dict[str, Any] = {"step": 0, "loss_ema": None, "loss0": None}
         self._layout: tuple[int, ...] | None = None  # ids of the tensors in the flat buffers
-        self.last_coefficients: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- state (de)serialization ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -371,30 +376,47 @@ class L3RS(torch.optim.Optimizer):
     def _build_layout(self, params: list[torch.Tensor]) -> None:
         """Concatenate the per-tensor states of ``params`` into flat buffers (zeros where a
         tensor has none yet), point ``self.state[p]`` at views of them, and precompute the
-        per-tensor views every step reuses (so the hot path has no per-tensor Python work)."""
+        per-tensor views every step reuses (so the hot path has no per-tensor Python work).
+
+        The gradient and every direction are the rows of one 2-D buffer ``self._rows2d``: row 0
+        the gradient (which is also the ``sgd`` direction), then one row per other direction
+        (``momentum``'s row is its state buffer). Their per-tensor norms are one reduction over
+        it and the update one small matrix product per tensor."""
         sizes = [p.numel() for p in params]
         ref, n, total = params[0], len(params), sum(sizes)
-        names = [b for d in self.config.directions for b in _BUFFERS[d]]
+        c = self.config
 
         def views(flat: torch.Tensor) -> list[torch.Tensor]:
             return [v.view_as(p) for v, p in zip(flat.split(sizes), params)]
 
+        others = [d for d in c.directions if d != "sgd"]
+        rows2d = ref.new_zeros(1 + len(others), total)
+        self._dir_row = [0 if d == "sgd" else 1 + others.index(d) for d in c.directions]
         self._flat, self._views = {}, {}
-        for name in names:
+        for name in [b for d in c.directions for b in _BUFFERS[d]]:
+            flat = rows2d[1 + others.index("momentum")] if name == "momentum_buffer" else None
             parts = [self.state[p].get(name, torch.zeros_like(p)).reshape(-1) for p in params]
-            self._flat[name] = torch.cat(parts)
+            self._flat[name] = torch.cat(parts) if flat is None else flat.copy_(torch.cat(parts))
             self._views[name] = views(self._flat[name])
             for p, v in zip(params, self._views[name]):
                 self.state[p][name] = v
-        # the gradient, the update and the directions that need their own storage
-        self._flat["grad"] = ref.new_empty(total)
+        self._rows2d = rows2d
+        self._flat["grad"] = rows2d[0]
         self._flat["update"] = ref.new_empty(total)
         self._views["grad"] = views(self._flat["grad"])
         self._views["update"] = views(self._flat["update"])
-        for d in self.config.directions:
+        for d in others:
             if d in ("adam", "sign", "rms"):
-                self._flat[f"dir_{d}"] = ref.new_empty(total)
-                self._views[f"dir_{d}"] = views(self._flat[f"dir_{d}"])
+                self._flat[f"dir_{d}"] = rows2d[1 + others.index(d)]
+        # the small-model CPU path works on NumPy views of the same memory
+        np_dtype = _NP_DTYPES.get(ref.dtype)
+        self._np_rows = (rows2d.numpy() if ref.device.type == "cpu" and np_dtype is not None
+                         and total <= _NUMPY_NORM_MAX else None)
+        if self._np_rows is not None:
+            self._np_update = self._flat["update"].numpy()
+            self._np_coef = np.zeros((len(sizes), rows2d.shape[0]), dtype=np_dtype)
+            self._segments = [(int(o), int(o + k)) for o, k in
+                              zip(np.cumsum([0] + sizes[:-1]), sizes)]
         # state features: per tensor [grad-norm EMA fast, mid, slow, ‖g₀‖, ‖w₀‖] (float64 rows;
         # state["features"] views them); rows of tensors without them start on their next step
         feats = torch.zeros(n, 5, dtype=torch.float64)
@@ -414,11 +436,12 @@ class L3RS(torch.optim.Optimizer):
         self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
         self._layout = tuple(id(p) for p in params)
 
-    def _segment_norms(self, xs: Sequence[torch.Tensor]) -> np.ndarray:
-        """[len(xs), n] float64: the L2 norm of each tensor's slice of each flat ``x``. On the CPU
+    def _segment_norms(self, xs: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
+        """[len(xs), n] float64: the L2 norm of each tensor's slice of each flat ``x`` (a list of
+        flat buffers, or the rows of a 2-D one). On the CPU
         NumPy segment sums for small models (cheaper than a norm per slice there), a foreach norm
         over the slices otherwise (faster on large buffers: no squared copy)."""
-        if not xs:
+        if len(xs) == 0:
             return np.zeros((0, len(self._sizes)))
         if (xs[0].device.type != "cpu" or xs[0].dtype not in _NP_DTYPES
                 or xs[0].numel() > _NUMPY_NORM_MAX):
@@ -428,9 +451,13 @@ class L3RS(torch.optim.Optimizer):
         sq, dtype = self.__dict__.get("_sq_buf"), _NP_DTYPES[xs[0].dtype]
         if sq is None or sq.shape[0] < len(xs) or sq.shape[1] != xs[0].numel() or sq.dtype != dtype:
             sq = self._sq_buf = np.empty((len(xs), xs[0].numel()), dtype=dtype)
-        for k, x in enumerate(xs):
-            a = x.detach().numpy()
-            np.multiply(a, a, out=sq[k])
+        if isinstance(xs, torch.Tensor):  # the rows of one 2-D buffer: one multiply
+            a = xs.detach().numpy()
+            np.multiply(a, a, out=sq[:len(xs)])
+        else:
+            for k, x in enumerate(xs):
+                a = x.detach().numpy()
+                np.multiply(a, a, out=sq[k])
         out = np.add.reduceat(sq[:len(xs)], self._offsets, axis=1, dtype=np.float64)
         return np.sqrt(out, out=out)
 
@@ -474,58 +501,55 @@ class L3RS(torch.optim.Optimizer):
                   [_logratio(le[0], le[1]), _logratio(le[1], le[2]), _logratio(le[1], l0)])
         psi = np.empty((len(gns), 7))
         psi[:, :3] = loss_f
-        # grad-norm EMA ratios fast/mid, mid/slow, mid/start and the weight-norm ratio, in one call
-        num = np.stack([f[:, 0], f[:, 1], f[:, 1], wns], axis=1)
-        psi[:, 3:] = _logratio_np(num, f[:, 1:5], _FEATURE_SCALES)
+        # grad-norm EMA ratios fast/mid, mid/slow, mid/start and the weight-norm ratio: one log
+        # of [EMAs, ‖g₀‖, ‖w₀‖, ‖w‖]; a missing or non-positive side gives 0 (as _logratio)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lg = np.log(np.concatenate([f, wns[:, None]], axis=1))
+            r = (lg[:, _RATIO_NUM] - lg[:, _RATIO_DEN]) * _FEATURE_SCALES
+        r[~np.isfinite(r)] = 0.0
+        np.clip(r, -_CLIP, _CLIP, out=psi[:, 3:])
         return psi
 
     # -- the step -------------------------------------------------------------------------------
-    def _directions(self, g: torch.Tensor, t: int, need: Sequence[bool]
-                    ) -> list[tuple[torch.Tensor, list[torch.Tensor]] | None]:
-        """Advance every base optimizer's state (as in its own algorithm) and return its flat
-        direction with per-tensor views of it, or None where no tensor uses it. One pass over the
-        flat buffers per operation, whatever the number of tensors."""
-        c, fb, vw = self.config, self._flat, self._views
-        out: list[tuple[torch.Tensor, list[torch.Tensor]] | None] = []
-        for name, used in zip(c.directions, need):
-            d: tuple[torch.Tensor, list[torch.Tensor]] | None = None
-            if name == "sgd":
-                d = (g, vw["grad"])
-            elif name == "momentum":  # torch.optim.SGD (a zero buffer makes the first one g)
+    def _directions(self, t: int, need: Sequence[bool]) -> np.ndarray:
+        """Advance every base optimizer's state (as in its own algorithm) and write its direction
+        into its row of ``self._rows2d`` where some tensor uses it (unused rows keep zeros or
+        their state). Returns each direction's scale factor, folded into its coefficient (Adam's
+        bias corrections). One pass over the flat buffers per operation, whatever the
+        number of tensors."""
+        c, fb = self.config, self._flat
+        g = fb["grad"]
+        scale = np.ones(len(c.directions))
+        for k, (name, used) in enumerate(zip(c.directions, need)):
+            if name == "momentum":  # torch.optim.SGD (a zero buffer makes the first one g)
                 fb["momentum_buffer"].mul_(c.momentum).add_(g)
-                d = (fb["momentum_buffer"], vw["momentum_buffer"])
             elif name == "adam":
                 b1, b2 = c.betas
                 m, v = fb["exp_avg"], fb["exp_avg_sq"]
                 m.lerp_(g, 1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
                 if used:
-                    bc1, bc2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-                    out_ = fb["dir_adam"]
-                    torch.sqrt(v, out=out_).div_(math.sqrt(bc2)).add_(c.eps)
-                    torch.div(m / bc1, out_, out=out_)
-                    d = (out_, vw["dir_adam"])
+                    # m̂/(√v̂ + ε) = m/(√v + ε·√bc2) · √bc2/bc1: the factor goes to the scale
+                    out_, sbc2 = fb["dir_adam"], math.sqrt(1 - b2 ** (t + 1))
+                    torch.sqrt(v, out=out_).add_(c.eps * sbc2)
+                    torch.div(m, out_, out=out_)
+                    scale[k] = sbc2 / (1 - b1 ** (t + 1))
             elif name == "sign":  # Lion: sign(β1·m + (1−β1)·g), then m ← β2·m + (1−β2)·g
                 b1, b2 = c.lion_betas
                 m = fb["lion_avg"]
                 if used:
-                    out_ = fb["dir_sign"]
-                    torch.lerp(m, g, 1 - b1, out=out_).sign_()
-                    d = (out_, vw["dir_sign"])
+                    torch.lerp(m, g, 1 - b1, out=fb["dir_sign"]).sign_()
                 m.lerp_(g, 1 - b2)
             elif name == "rms":
                 v = fb["rms_avg_sq"]
                 v.mul_(c.rms_beta).addcmul_(g, g, value=1 - c.rms_beta)
                 if used:
-                    bc = 1 - c.rms_beta ** (t + 1)
                     out_ = fb["dir_rms"]
-                    torch.div(v, bc, out=out_).sqrt_().add_(c.eps)
+                    torch.div(v, 1 - c.rms_beta ** (t + 1), out=out_).sqrt_().add_(c.eps)
                     torch.div(g, out_, out=out_)
-                    d = (out_, vw["dir_rms"])
-            else:  # pragma: no cover - config validation rules this out
+            elif name != "sgd":  # pragma: no cover - config validation rules this out
                 raise ValueError(name)
-            out.append(d if used else None)
-        return out
+        return scale
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:
@@ -552,39 +576,51 @@ class L3RS(torch.optim.Optimizer):
             self._row_list = [r for r, p in zip(self._rows, (q for gr in self.param_groups
                                                              for q in gr["params"]))
                               if p.grad is not None]
+            self._row_arg = (None if self._row_list == list(range(self.meta.n_layers))
+                             else np.array(self._row_list, dtype=np.int64))
         params, n = self._params, len(self._params)
         torch._foreach_copy_(self._views["grad"], [p.grad for p in params])
-        g = self._flat["grad"]
         used = self._used_directions()
-        dirs = [d for d in self._directions(g, t, used) if d is not None]
-        # every per-tensor norm this step needs: segment sums over the flat buffers, one foreach
-        # pass over the parameters
-        flats = ([g] if c.state_features else []) + (
-            [d for d, _ in dirs] if c.normalize == "rms" else [])
-        norms = self._segment_norms(flats)
+        scale = self._directions(t, used)
+        rows2d = self._rows2d
+        # every per-tensor norm this step needs: one reduction over the rows (the gradient
+        # first), one foreach pass over the parameters
+        norms = (self._segment_norms(rows2d) if c.state_features or c.normalize == "rms"
+                 else None)
         psi = None
         if c.state_features:
             wns = torch.stack(torch._foreach_norm(params)).double().cpu().numpy()
             psi = self._state_features(norms[0], wns)
-            norms = norms[1:]
-        lam, mu = self.meta.coefficients_np(_time_basis_np(c, t, self.horizon), psi, self._row_list)
-        self.last_coefficients = (torch.from_numpy(lam), torch.from_numpy(mu))
-        coef = mu[:, self._used_idx].T * lam  # λ·μ (the columns of the used directions)
+        lam, mu = self.meta.coefficients_np(_time_basis_np(c, t, self.horizon), psi, self._row_arg)
+        self._last = (lam, mu)
+        coef = (mu * scale).T * lam  # [P, n]: λ·μ per direction (and Adam's bias correction)
         if c.normalize == "rms":
-            coef = coef / (norms / self._sqrt_numel + c.eps)
-        np_dtype = _NP_DTYPES.get(g.dtype)
-        if g.device.type == "cpu" and np_dtype is not None:  # per-element coefficients
-            coef_el = torch.from_numpy(np.repeat(coef.astype(np_dtype), self._sizes, axis=1))
+            coef = coef / (norms[self._dir_row] * scale[:, None] / self._sqrt_numel + c.eps)
+        if not all(used):  # rows of unused directions are stale: exactly zero weight
+            coef[~np.asarray(used)] = 0.0
+        if self._np_rows is not None:  # small CPU model: update = coefficients @ rows, per tensor
+            cn, x, u = self._np_coef, self._np_rows, self._np_update
+            cn.fill(0.0)
+            cn[:, self._dir_row] = coef.T
+            for i, (a, b) in enumerate(self._segments):
+                np.matmul(cn[i], x[:, a:b], out=u[a:b])
         else:
+            g = rows2d[0]
             coef_el = torch.from_numpy(coef).to(g.device, g.dtype).repeat_interleave(
                 self._lengths, dim=1, output_size=g.numel())
-        upd = self._flat["update"]
-        torch.mul(coef_el[0], dirs[0][0], out=upd)
-        for k in range(1, len(dirs)):
-            upd.addcmul_(coef_el[k], dirs[k][0])
+            upd = self._flat["update"]
+            act = self._used_idx
+            torch.mul(coef_el[act[0]], rows2d[self._dir_row[act[0]]], out=upd)
+            for k in act[1:]:
+                upd.addcmul_(coef_el[k], rows2d[self._dir_row[k]])
         torch._foreach_sub_(params, self._views["update"])
         return loss
 
+    @property
+    def last_coefficients(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(λ [n], μ [n, P]) of the last step as float64 tensors (None before the first)."""
+        last = self._last
+        return None if last is None else (torch.from_numpy(last[0]), torch.from_numpy(last[1]))
 
 def _logratio(a: float, b: float | None, scale: float = 1.0) -> float:
     """``scale · log(a / b)`` clipped to [−3, 3]; 0 when either side is missing or not positive."""
@@ -593,13 +629,7 @@ def _logratio(a: float, b: float | None, scale: float = 1.0) -> float:
     return max(-_CLIP, min(_CLIP, scale * math.log(a / b)))
 
 
-def _logratio_np(a: np.ndarray, b: np.ndarray, scale: Any = 1.0) -> np.ndarray:
-    """:func:`_logratio` elementwise over arrays (``scale`` broadcasts)."""
-    ok = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b)
-    r = scale * (np.log(np.where(ok, a, 1.0)) - np.log(np.where(ok, b, 1.0)))  # no overflow
-    return np.where(ok, np.clip(r, -_CLIP, _CLIP), 0.0)
-
-
 _FEATURE_SCALES = np.array([1.0, 1.0, 1.0, 10.0])  # the weight-norm ratio is scaled by 10
+_RATIO_NUM, _RATIO_DEN = [0, 1, 1, 5], [1, 2, 3, 4]  # columns of [EMA ×3, ‖g₀‖, ‖w₀‖, ‖w‖]
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _NUMPY_NORM_MAX = 1 << 16  # elements: above this the foreach norm is faster on the CPU
