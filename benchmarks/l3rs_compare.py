@@ -247,28 +247,32 @@ def stage_general_lopt(args, out: Path, results_path: Path) -> None:
                        reference="l3rs", settings=["main"], workers=args.workers,
                        baselines=["adam"], tune_budget=16)
     cmp = run_compare(cc, out / "compare_lopt", progress=not args.no_progress)
-    vs = {}
-    rs = read_json(out / "compare_lopt" / "eval_main.json")
-    st = paired_stats(rs["l3rs"], rs["general_lopt"])
-    vs["digits"] = {"train_loss_reduction": round(st["train_loss_reduction"], 4),
-                    "test_acc_delta": round(st["test_acc_delta"], 3),
-                    "wilcoxon_p": float(f"{st['wilcoxon_p']:.3g}"),
-                    "acc_wilcoxon_p": float(f"{st['acc_wilcoxon_p']:.3g}"), "n_seeds": len(seeds)}
-    lm_eval = out / "compare_lm" / "eval_main.json"
-    if lm_eval.exists() and "general_lopt" in read_json(lm_eval):
-        r = read_json(lm_eval)
-        st = paired_stats(r["l3rs"], r["general_lopt"])
-        vs["lm"] = {"train_loss_reduction": round(st["train_loss_reduction"], 4),
-                    "test_acc_delta": round(st["test_acc_delta"], 3),
-                    "wilcoxon_p": float(f"{st['wilcoxon_p']:.3g}"),
-                    "n_seeds": len(r["l3rs"])}
+    vs = {"note": "L3RS minus the general learned optimizer, paired by seed; a diverged run's "
+                  "held-out accuracy counts as 0"}
+    evals = {"digits": out / "compare_lopt" / "eval_main.json",
+             "lm": out / "compare_lm" / "eval_main.json"}
+    for env_name, path in evals.items():
+        r = read_json(path) if path.exists() else {}
+        if "general_lopt" not in r:
+            continue
+        ours, theirs = ([{**x, "test_acc": 0.0 if x["diverged"] else x["test_acc"]} for x in r[k]]
+                        for k in ("l3rs", "general_lopt"))
+        st = paired_stats(ours, theirs)
+        vs[env_name] = {"train_loss_reduction": round(st["train_loss_reduction"], 4),
+                        "test_acc_delta": round(st["test_acc_delta"], 3),
+                        "wilcoxon_p": float(f"{st['wilcoxon_p']:.3g}"),
+                        "acc_wilcoxon_p": float(f"{st['acc_wilcoxon_p']:.3g}"),
+                        "general_lopt_diverged": int(sum(x["diverged"] for x in theirs)),
+                        "n_seeds": len(ours)}
     lres = read_json(out / "meta_lopt" / "results.json")
     _update(results_path, vs_general_lopt=vs,
             general_lopt={"n_meta_params": lres["n_meta_params"], "inner_runs": lres["inner_runs"],
                           "n_envs": lres["n_envs"], "horizons": lres["horizons"]})
     print_table([(k, f"{100 * v['train_loss_reduction']:+.1f}%", f"{v['test_acc_delta']:+.2f}",
-                  v["wilcoxon_p"]) for k, v in vs.items()],
-                ("environment", "L3RS loss vs general", "acc delta (pts)", "p"))
+                  v["wilcoxon_p"], f"{v['general_lopt_diverged']}/{v['n_seeds']}")
+                 for k, v in vs.items() if k != "note"],
+                ("environment", "L3RS loss vs general", "acc delta (pts)", "p",
+                 "general diverged"))
     del cmp
 
 

@@ -148,3 +148,16 @@ def test_validation_objective_uses_held_out_batches(tmp_path):
     train = meta_train(cfg_train, tmp_path / "train", progress=False)
     assert not np.array_equal(val.theta.numpy(), train.theta.numpy())
     assert json.loads((tmp_path / "val" / "results.json").read_text())["objective"] == "val_final"
+
+
+def test_a_finished_meta_training_is_not_rewritten(tmp_path):
+    """Calling meta_train on a finished run returns its meta-parameters and writes nothing, so
+    the folder's identity (which a comparison run records) stays the same."""
+    from reasonlab.runs import input_identity
+
+    cfg = tiny_cfg(steps=2)
+    a = meta_train(cfg, tmp_path / "a", progress=False)
+    before = input_identity(tmp_path / "a")
+    again = meta_train(cfg, tmp_path / "a", progress=False)
+    assert input_identity(tmp_path / "a") == before
+    assert np.array_equal(a.theta.numpy(), again.theta.numpy())

@@ -260,9 +260,9 @@ def test_normalized_adam_moves_each_tensor_by_lambda_after_bias_correction():
 
 @pytest.mark.parametrize("directions", [["sgd", "momentum", "adam", "sign"], ["adam", "rms"]])
 def test_small_model_numpy_path_equals_the_torch_path(directions, monkeypatch):
-    """The small-CPU-model fast path (NumPy norms, a matrix product per tensor for the update)
-    and the general path (foreach norms, per-element coefficients) take the same steps with a
-    learned, non-trivial mix and state features on."""
+    """The CPU fast path (NumPy norms, a matrix product per tensor for the update) and the
+    general path of GPUs and other dtypes (foreach norms, per-element coefficients) take the
+    same steps with a learned, non-trivial mix and state features on."""
     import numpy as np
 
     import reasonlab.optim.l3rs as l3rs_mod
@@ -272,6 +272,7 @@ def test_small_model_numpy_path_equals_the_torch_path(directions, monkeypatch):
     trajs = []
     for numpy_max in (1 << 16, 0):
         monkeypatch.setattr(l3rs_mod, "_NUMPY_NORM_MAX", numpy_max)
+        monkeypatch.setattr(l3rs_mod, "_NUMPY_UPDATE", numpy_max > 0)
         net = _net()
         opt = L3RS(net.parameters(), MetaModel(cfg, 4, theta))
         trajs.append(_train(net, opt, 8))

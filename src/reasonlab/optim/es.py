@@ -185,6 +185,8 @@ def meta_train(cfg: MetaTrainConfig, out: str | Path, *, evaluator: Evaluator | 
     _barrier(world)
     if rank != 0:  # the directory is rank 0's: the others only read it
         run = Run(out, cfg, seed=cfg.seed, name="l3rs-meta-train")
+    if run.finished("meta.safetensors"):  # done: touch nothing (later runs hash this folder)
+        return load_meta_run(run.dir)
     es = cfg.es
     meta = initial_meta(cfg)
     state_path = run.checkpoint_dir / "es_state.json"

@@ -408,10 +408,11 @@ class L3RS(torch.optim.Optimizer):
         for d in others:
             if d in ("adam", "sign", "rms"):
                 self._flat[f"dir_{d}"] = rows2d[1 + others.index(d)]
-        # the small-model CPU path works on NumPy views of the same memory
+        # on the CPU the update is a NumPy matrix product per tensor over views of the same
+        # memory (one pass over the rows, no per-element coefficient buffer)
         np_dtype = _NP_DTYPES.get(ref.dtype)
         self._np_rows = (rows2d.numpy() if ref.device.type == "cpu" and np_dtype is not None
-                         and total <= _NUMPY_NORM_MAX else None)
+                         and _NUMPY_UPDATE else None)
         if self._np_rows is not None:
             self._np_update = self._flat["update"].numpy()
             self._np_coef = np.zeros((len(sizes), rows2d.shape[0]), dtype=np_dtype)
@@ -598,7 +599,7 @@ class L3RS(torch.optim.Optimizer):
             coef = coef / (norms[self._dir_row] * scale[:, None] / self._sqrt_numel + c.eps)
         if not all(used):  # rows of unused directions are stale: exactly zero weight
             coef[~np.asarray(used)] = 0.0
-        if self._np_rows is not None:  # small CPU model: update = coefficients @ rows, per tensor
+        if self._np_rows is not None:  # CPU: update = coefficients @ rows, per tensor
             cn, x, u = self._np_coef, self._np_rows, self._np_update
             cn.fill(0.0)
             cn[:, self._dir_row] = coef.T
@@ -633,3 +634,4 @@ _FEATURE_SCALES = np.array([1.0, 1.0, 1.0, 10.0])  # the weight-norm ratio is sc
 _RATIO_NUM, _RATIO_DEN = [0, 1, 1, 5], [1, 2, 3, 4]  # columns of [EMA ×3, ‖g₀‖, ‖w₀‖, ‖w‖]
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _NUMPY_NORM_MAX = 1 << 16  # elements: above this the foreach norm is faster on the CPU
+_NUMPY_UPDATE = True  # the NumPy update on the CPU (False: the general torch path, for tests)
