@@ -13,7 +13,8 @@ and the generalization settings (unseen pretrained checkpoints, shifted / noisy 
 Further stages add keys to the same result file (each keeps the others' keys):
 
     python benchmarks/l3rs_compare.py --stage step_time      # step time vs Adam (digits, LM)
-    python benchmarks/l3rs_compare.py --stage val_objective  # held-out meta-objective, 5 settings
+    python benchmarks/l3rs_compare.py --stage val_objective [--objective val_mean]  # held-out
+                                                             # meta-objective, 5 settings
     python benchmarks/l3rs_compare.py --stage lm             # herd-xs fine-tuned on a new skill
     python benchmarks/l3rs_compare.py --stage general_lopt   # vs the per-parameter MLP optimizer
 
@@ -161,24 +162,33 @@ def _compare_block(cmp: dict, label: str, settings: list[str]) -> dict:
 
 
 def stage_val_objective(args, out: Path, results_path: Path) -> None:
-    """L3RS meta-trained on the held-out loss at the end of the unroll (digits with a 20%
-    validation split of the training data), baselines tuned on the same objective, the five
-    generalization settings re-run."""
+    """L3RS meta-trained on the held-out loss at the end of the unroll (``--objective
+    val_final``, digits with a 20% validation split of the training data) or along it
+    (``val_mean``), baselines tuned on the same objective, the five generalization settings
+    re-run."""
     name = "quick" if args.quick else "full"
-    sets = [f"es.workers={args.workers}", "es.objective=val_final",
+    objective = args.objective
+    sets = [f"es.workers={args.workers}", f"es.objective={objective}",
             "env.options.val_fraction=0.2"]
     cfg = _meta_cfg(ROOT / "configs" / f"optimizer_{name}.yaml", sets)
-    meta_train(cfg, out / "meta_l3rs_val", progress=not args.no_progress)
+    tag = "val" if objective == "val_final" else "valmean"
+    meta_train(cfg, out / f"meta_l3rs_{tag}", progress=not args.no_progress)
     seeds = TEST_SEEDS[:args.seeds]
     cc = CompareConfig(seed=cfg.seed, env=cfg.env, horizon=cfg.es.horizon,
                        tune_seeds=list(cfg.es.train_seeds), test_seeds=seeds,
-                       learned={"l3rs_val": str(out / "meta_l3rs_val")}, settings=list(SETTINGS),
-                       workers=args.workers, objective="val_final")
-    cmp = run_compare(cc, out / "compare_val", progress=not args.no_progress)
+                       learned={"l3rs_val": str(out / f"meta_l3rs_{tag}")},
+                       settings=list(SETTINGS), workers=args.workers, objective=objective)
+    cmp = run_compare(cc, out / f"compare_{tag}", progress=not args.no_progress)
     block = _compare_block(cmp, "l3rs_val", list(SETTINGS))
-    _update(results_path, val_objective_generalization=block,
-            val_objective={"objective": "val_final", "val_fraction": 0.2, "n_seeds": len(seeds),
-                           "es_steps": cfg.es.steps, "es_pairs": cfg.es.pairs})
+    old = read_json(results_path) if results_path.exists() else {}
+    variants = {**old.get("val_objective_variants", {}), objective: block}
+    keys = {"val_objective_variants": variants}
+    if objective == "val_final":  # the headline variant
+        keys.update(val_objective_generalization=block,
+                    val_objective={"objective": objective, "val_fraction": 0.2,
+                                   "n_seeds": len(seeds), "es_steps": cfg.es.steps,
+                                   "es_pairs": cfg.es.pairs})
+    _update(results_path, **keys)
     print_table([(st, f"{100 * v['train_loss_reduction_vs_best_baseline']:+.1f}%",
                   f"{v['test_acc_delta_vs_best_baseline']:+.2f}", v["acc_wilcoxon_p"],
                   v["best_baseline"]) for st, v in block.items()],
@@ -286,6 +296,8 @@ def main() -> None:
     ap.add_argument("--stage", default="main",
                     choices=["main", "step_time", "val_objective", "lm", "general_lopt"])
     ap.add_argument("--seeds", type=int, default=16, help="paired test seeds of the new stages")
+    ap.add_argument("--objective", default="val_final", choices=["val_final", "val_mean"],
+                    help="val_objective: held-out loss at the end of the unroll, or along it")
     ap.add_argument("--lm-es-steps", type=int, default=20)
     ap.add_argument("--lm-pairs", type=int, default=4)
     ap.add_argument("--lm-horizon", type=int, default=40)
