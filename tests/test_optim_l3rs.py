@@ -234,7 +234,7 @@ def test_segment_norms_equal_each_tensors_norm(dtype, numpy_max, monkeypatch):
     model(torch.randn(2, 5, dtype=dtype)).sum().backward()
     opt.step(loss=1.0)
     flat = opt._flat["grad"]
-    got = opt._segment_norms([flat, 2 * flat])
+    got = opt._segment_norms(torch.stack([flat, 2 * flat]))
     want = torch.stack([p.grad.double().norm() for p in model.parameters()]).numpy()
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
     assert got.shape == (2, 4)

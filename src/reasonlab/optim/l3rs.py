@@ -224,9 +224,11 @@ class MetaModel:
         return torch.from_numpy(lam), torch.from_numpy(mu)
 
     def coefficients_np(self, phi: np.ndarray, psi: np.ndarray | None = None,
-                        rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        rows: Sequence[int] | np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`coefficients` on NumPy arrays (the optimizer's hot path: these are a few
-        dozen numbers, where NumPy's per-call cost is a fraction of torch's)."""
+        dozen numbers, where NumPy's per-call cost is a fraction of torch's); ``rows`` may be
+        an index array."""
         c, s = self.config, self._np_slices()
         if rows is None:
             r, n = None, self.n_layers
@@ -437,13 +439,11 @@ class L3RS(torch.optim.Optimizer):
         self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
         self._layout = tuple(id(p) for p in params)
 
-    def _segment_norms(self, xs: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
-        """[len(xs), n] float64: the L2 norm of each tensor's slice of each flat ``x`` (a list of
-        flat buffers, or the rows of a 2-D one). On the CPU
+    def _segment_norms(self, xs: torch.Tensor) -> np.ndarray:
+        """[len(xs), n] float64: the L2 norm of each tensor's slice of each row of the 2-D buffer
+        ``xs`` (flat buffers as rows). On the CPU
         NumPy segment sums for small models (cheaper than a norm per slice there), a foreach norm
         over the slices otherwise (faster on large buffers: no squared copy)."""
-        if len(xs) == 0:
-            return np.zeros((0, len(self._sizes)))
         if (xs[0].device.type != "cpu" or xs[0].dtype not in _NP_DTYPES
                 or xs[0].numel() > _NUMPY_NORM_MAX):
             parts = [part for x in xs for part in x.split(self._sizes)]
@@ -452,13 +452,8 @@ class L3RS(torch.optim.Optimizer):
         sq, dtype = self.__dict__.get("_sq_buf"), _NP_DTYPES[xs[0].dtype]
         if sq is None or sq.shape[0] < len(xs) or sq.shape[1] != xs[0].numel() or sq.dtype != dtype:
             sq = self._sq_buf = np.empty((len(xs), xs[0].numel()), dtype=dtype)
-        if isinstance(xs, torch.Tensor):  # the rows of one 2-D buffer: one multiply
-            a = xs.detach().numpy()
-            np.multiply(a, a, out=sq[:len(xs)])
-        else:
-            for k, x in enumerate(xs):
-                a = x.detach().numpy()
-                np.multiply(a, a, out=sq[k])
+        a = xs.detach().numpy()
+        np.multiply(a, a, out=sq[:len(xs)])
         out = np.add.reduceat(sq[:len(xs)], self._offsets, axis=1, dtype=np.float64)
         return np.sqrt(out, out=out)
 
@@ -574,11 +569,11 @@ class L3RS(torch.optim.Optimizer):
         if self._layout != tuple(map(id, params)):
             self._build_layout(params)
             self._params = params
-            self._row_list = [r for r, p in zip(self._rows, (q for gr in self.param_groups
-                                                             for q in gr["params"]))
-                              if p.grad is not None]
-            self._row_arg = (None if self._row_list == list(range(self.meta.n_layers))
-                             else np.array(self._row_list, dtype=np.int64))
+            rows = [r for r, p in zip(self._rows, (q for gr in self.param_groups
+                                                   for q in gr["params"]))
+                    if p.grad is not None]
+            self._row_arg = (None if rows == list(range(self.meta.n_layers))
+                             else np.array(rows, dtype=np.int64))
         params, n = self._params, len(self._params)
         torch._foreach_copy_(self._views["grad"], [p.grad for p in params])
         used = self._used_directions()
@@ -622,6 +617,7 @@ class L3RS(torch.optim.Optimizer):
         """(λ [n], μ [n, P]) of the last step as float64 tensors (None before the first)."""
         last = self._last
         return None if last is None else (torch.from_numpy(last[0]), torch.from_numpy(last[1]))
+
 
 def _logratio(a: float, b: float | None, scale: float = 1.0) -> float:
     """``scale · log(a / b)`` clipped to [−3, 3]; 0 when either side is missing or not positive."""
