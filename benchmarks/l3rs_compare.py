@@ -170,8 +170,12 @@ def stage_val_objective(args, out: Path, results_path: Path) -> None:
     objective = args.objective
     sets = [f"es.workers={args.workers}", f"es.objective={objective}",
             "env.options.val_fraction=0.2"]
+    variant, tag = objective, ("val" if objective == "val_final" else "valmean")
+    if args.es_horizons:  # meta-train over a distribution of unroll lengths
+        sets.append("es.horizons=[" + ",".join(map(str, args.es_horizons)) + "]")
+        variant += "+horizons=" + ",".join(map(str, args.es_horizons))
+        tag += "_h" + "_".join(map(str, args.es_horizons))
     cfg = _meta_cfg(ROOT / "configs" / f"optimizer_{name}.yaml", sets)
-    tag = "val" if objective == "val_final" else "valmean"
     meta_train(cfg, out / f"meta_l3rs_{tag}", progress=not args.no_progress)
     seeds = TEST_SEEDS[:args.seeds]
     cc = CompareConfig(seed=cfg.seed, env=cfg.env, horizon=cfg.es.horizon,
@@ -181,9 +185,9 @@ def stage_val_objective(args, out: Path, results_path: Path) -> None:
     cmp = run_compare(cc, out / f"compare_{tag}", progress=not args.no_progress)
     block = _compare_block(cmp, "l3rs_val", list(SETTINGS))
     old = read_json(results_path) if results_path.exists() else {}
-    variants = {**old.get("val_objective_variants", {}), objective: block}
+    variants = {**old.get("val_objective_variants", {}), variant: block}
     keys = {"val_objective_variants": variants}
-    if objective == "val_final":  # the headline variant
+    if variant == "val_final":  # the headline variant
         keys.update(val_objective_generalization=block,
                     val_objective={"objective": objective, "val_fraction": 0.2,
                                    "n_seeds": len(seeds), "es_steps": cfg.es.steps,
@@ -298,6 +302,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=16, help="paired test seeds of the new stages")
     ap.add_argument("--objective", default="val_final", choices=["val_final", "val_mean"],
                     help="val_objective: held-out loss at the end of the unroll, or along it")
+    ap.add_argument("--es-horizons", type=int, nargs="+", default=None,
+                    help="val_objective: meta-train over these unroll lengths (es.horizons; "
+                         "the settings and the baselines' tuning keep the 100-step horizon)")
     ap.add_argument("--lm-es-steps", type=int, default=20)
     ap.add_argument("--lm-pairs", type=int, default=4)
     ap.add_argument("--lm-horizon", type=int, default=40)

@@ -56,8 +56,17 @@ def char_tokenizer(texts):
     return train_tokenizer(texts[:200], vocab_size=272)  # the minimum: no merges, one char a token
 
 
-def val_loss(model_dir: Path, tok, texts, seq_len: int) -> float:
-    """Token-weighted loss of ``texts`` packed at ``seq_len`` (document masks), all of them."""
+SHORT_LOSS_KINDS = ("prefix", "fitting", "fragments")
+
+
+def val_losses(model_dir: Path, tok, texts, seq_len: int) -> dict[str, float]:
+    """Token-weighted loss of ``texts`` at a context of ``seq_len`` (document masks), three ways.
+
+    ``prefix``: every document from its start, cut at ``seq_len`` tokens (a short-context input as
+    an evaluation gives it: the short-context loss). ``fitting``: only the documents of at most
+    ``seq_len`` tokens, whole. ``fragments``: all documents packed and continued across rows, so
+    a row can start inside a document with no context before it (the pre-training rows of a
+    ``seq_len`` run, whose statistics only a model still trained on such cuts keeps)."""
     import torch
 
     from reasonlab.llama.packing import Document, pack_documents
@@ -67,8 +76,11 @@ def val_loss(model_dir: Path, tok, texts, seq_len: int) -> float:
 
     model = load_causal_lm(model_dir)
     docs = [Document(encode_document(tok, t)) for t in texts]
-    packed = pack_documents(docs, seq_len, tok.pad_token_id, split_documents=True)
-    return evaluate(model, packed, torch.device("cpu"), 16, 10**6)
+    fitting = [d for d in docs if len(d.ids) <= seq_len]
+    packs = {"prefix": pack_documents(docs, seq_len, tok.pad_token_id, split_documents=False),
+             "fitting": pack_documents(fitting, seq_len, tok.pad_token_id, split_documents=False),
+             "fragments": pack_documents(docs, seq_len, tok.pad_token_id, split_documents=True)}
+    return {k: evaluate(model, packs[k], torch.device("cpu"), 16, 10**6) for k in SHORT_LOSS_KINDS}
 
 
 def passkey_acc(model_dir: Path, tok, lengths, depths, n: int, seed: int) -> dict:
@@ -120,9 +132,11 @@ def long_context(args, work: Path) -> dict:
         res = passkey_acc(work / name / "model", tok, L, args.depths, args.passkey_n, seed=7)
         print(f"\npasskey accuracy, {name} model (length x depth):\n{format_table(res)}")
         plot_passkey(res, RESULTS / f"llama3_recipe_passkey_{name}.png", title=f"passkey, {name}")
-        out[name] = {"passkey": res, "short_loss": val_loss(work / name / "model", tok, math_val, L[0])}
+        out[name] = {"passkey": res, "short_losses": val_losses(work / name / "model", tok, math_val, L[0])}
     base, ext = out["base"], out["extended"]
-    change = 100 * (ext["short_loss"] - base["short_loss"]) / base["short_loss"]
+    changes = {k: 100 * (ext["short_losses"][k] - base["short_losses"][k]) / base["short_losses"][k]
+               for k in SHORT_LOSS_KINDS}
+    change = changes["prefix"]
     return {"passkey_accuracy_extended": ext["passkey"]["by_length"][str(L[-1])],
             "passkey_accuracy_base": base["passkey"]["by_length"][str(L[-1])],
             "short_context_loss_change_pct": change,
@@ -136,7 +150,18 @@ def long_context(args, work: Path) -> dict:
                        "data": "base stage: SkillMath + passkey documents of 48-"
                                f"{L[0]} tokens; extension stages (data: long): SkillMath + "
                                f"passkey documents of 48-{L[-1]} tokens",
-                       "short_loss_base": base["short_loss"], "short_loss_extended": ext["short_loss"],
+                       "short_loss_base": base["short_losses"]["prefix"],
+                       "short_loss_extended": ext["short_losses"]["prefix"],
+                       "short_losses_base": base["short_losses"],
+                       "short_losses_extended": ext["short_losses"],
+                       "short_loss_change_pct_by_kind": changes,
+                       "short_loss_kinds": {
+                           "prefix": "each validation document from its start, cut at the short "
+                                     "length (the headline short_context_loss_change_pct)",
+                           "fitting": "only the validation documents of at most the short length",
+                           "fragments": "all documents packed and continued across rows (a row "
+                                        "may start inside a document, as in short-context "
+                                        "pre-training)"},
                        "passkey_base": base["passkey"], "passkey_extended": ext["passkey"],
                        "seconds": {"base": t_base, "extended": t_ext}}}
 
@@ -165,9 +190,9 @@ def annealing(args, work: Path) -> dict:
                                          "average_every": avg_every, "average_from": avg_from}],
                            seed),
                  tok, main, math_val[:50], work / f"anneal{seed}", anneal_texts=hq)
-        cont = val_loss(work / f"cont{seed}" / "model", tok, math_val, n)
-        ann = val_loss(work / f"anneal{seed}" / "model", tok, math_val, n)
-        avg = val_loss(work / f"anneal{seed}" / "model_averaged", tok, math_val, n)
+        cont = val_losses(work / f"cont{seed}" / "model", tok, math_val, n)["fragments"]
+        ann = val_losses(work / f"anneal{seed}" / "model", tok, math_val, n)["fragments"]
+        avg = val_losses(work / f"anneal{seed}" / "model_averaged", tok, math_val, n)["fragments"]
         rows.append({"seed": seed, "continue_loss": cont, "anneal_loss": ann, "averaged_loss": avg})
         print(f"seed {seed}: continue {cont:.4f}  anneal {ann:.4f}  averaged {avg:.4f}", flush=True)
     d, dci = mean_ci95([r["anneal_loss"] - r["continue_loss"] for r in rows])
