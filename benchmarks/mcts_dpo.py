@@ -66,21 +66,20 @@ def _settings(quick: bool) -> dict:
 
 def prepare_data(model: str, out: Path, prompt_skills: tuple[int, ...] = (2, 3),
                  extra_test: int = 0) -> Path:
-    """The herd recipe's SkillMath splits (same generator config, so the same problems); the
+    """The solver recipe's SkillMath splits (same generator config, so the same problems); the
     training prompts are its training problems with ``prompt_skills`` skills. ``extra_test`` adds
     that many fresh 2- and 3-skill problems (half each in expectation) to the held-out test set,
     drawn from the same generator with their own seed and excluding every question of the
     recipe's splits, for a tighter accuracy estimate."""
-    from reasonlab.config import from_dict
-    from reasonlab.data.skillmath import SkillMathConfig, generate, sample_problems, write_splits
-    from reasonlab.models.herd import herd_config
+    from reasonlab.data.skillmath import generate, sample_problems, write_splits
+    from reasonlab.models.recipes import get_recipe
     from reasonlab.runs import atomic_write_json, read_json
 
     d = out / "data"
     spec = {"model": model, "prompt_skills": sorted(prompt_skills), "extra_test": extra_test}
     if (d / "prompts.jsonl").exists() and (d / "spec.json").exists() and read_json(d / "spec.json") == spec:
         return d
-    cfg = from_dict(SkillMathConfig, herd_config(model)["data"])
+    cfg = get_recipe(model).config.data  # the recipe's own SkillMath generator config
     splits = generate(cfg)
     extra = []
     if extra_test:
@@ -266,7 +265,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--model", default="herd-m", help="the SFT policy (a herd recipe)")
+    ap.add_argument("--model", default="herd-m", help="the SFT policy (a six-skill solver recipe: herd-*, herd-ml)")
     ap.add_argument("--cost-prompts", type=int, default=3)
     ap.add_argument("--out", default="runs/bench_mcts_dpo")
     ap.add_argument("--set", dest="sets", action="append", default=[],

@@ -65,3 +65,10 @@ def herd_config(name: str) -> dict[str, Any]:
 for _name, (_preset, _steps, _) in HERD.items():
     solver_recipe(_name, herd_config(_name),
                   f"six-skill solver (herd), {_preset}, {_steps} SFT steps", micro=MICRO6)
+
+# A partly-right policy on the same mix for the MCTS-DPO benchmark (herd-l's recipe stopped at
+# 1800 SFT steps): not a herd member, so the herd's table and CPU budget leave it out.
+PARTLY_RIGHT = "herd-ml"
+solver_recipe(PARTLY_RIGHT, merge(herd_config("herd-l"), {"sft": {"max_steps": 1800}}),
+              "six-skill solver, tiny-2m, 1800 SFT steps (a partly-right policy for MCTS-DPO)",
+              micro=MICRO6)
