@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reasonlab.config import load_config, to_dict
-from reasonlab.models.herd import HERD, HERD_SKILLS
+from reasonlab.models.herd import HERD, HERD_SKILLS, PARTLY_RIGHT
 from reasonlab.models.recipes import get_recipe
 from reasonlab.solver import SolverConfig
 
@@ -30,3 +30,12 @@ def test_herd_spans_sizes_and_lengths_on_one_mix():
     assert d.skills == HERD_SKILLS and len(d.skills) >= 6
     assert d.heldout_template in d.templates and len(d.train_templates) >= 8
     assert d.heldout_pairs and d.solution_style == "columns_all"
+
+
+def test_partly_right_policy_is_herd_l_stopped_early():
+    """MCTS-DPO's starting policy: herd-l's recipe (same data, model, schedule shape) with fewer
+    SFT steps, and outside the herd (its table and CPU budget)."""
+    ml, big = to_dict(get_recipe(PARTLY_RIGHT).config), to_dict(get_recipe("herd-l").config)
+    assert PARTLY_RIGHT not in HERD
+    assert ml["sft"].pop("max_steps") < big["sft"].pop("max_steps")
+    assert ml == big
