@@ -59,14 +59,16 @@ def char_tokenizer(texts):
 SHORT_LOSS_KINDS = ("prefix", "fitting", "fragments")
 
 
-def val_losses(model_dir: Path, tok, texts, seq_len: int) -> dict[str, float]:
+def val_losses(model_dir: Path, tok, texts, seq_len: int,
+               kinds: tuple[str, ...] = SHORT_LOSS_KINDS) -> dict[str, float]:
     """Token-weighted loss of ``texts`` at a context of ``seq_len`` (document masks), three ways.
 
     ``prefix``: every document from its start, cut at ``seq_len`` tokens (a short-context input as
     an evaluation gives it: the short-context loss). ``fitting``: only the documents of at most
     ``seq_len`` tokens, whole. ``fragments``: all documents packed and continued across rows, so
     a row can start inside a document with no context before it (the pre-training rows of a
-    ``seq_len`` run, whose statistics only a model still trained on such cuts keeps)."""
+    ``seq_len`` run, whose statistics only a model still trained on such cuts keeps). ``kinds``:
+    which of them to measure."""
     import torch
 
     from reasonlab.llama.packing import Document, pack_documents
@@ -76,11 +78,11 @@ def val_losses(model_dir: Path, tok, texts, seq_len: int) -> dict[str, float]:
 
     model = load_causal_lm(model_dir)
     docs = [Document(encode_document(tok, t)) for t in texts]
-    fitting = [d for d in docs if len(d.ids) <= seq_len]
-    packs = {"prefix": pack_documents(docs, seq_len, tok.pad_token_id, split_documents=False),
-             "fitting": pack_documents(fitting, seq_len, tok.pad_token_id, split_documents=False),
-             "fragments": pack_documents(docs, seq_len, tok.pad_token_id, split_documents=True)}
-    return {k: evaluate(model, packs[k], torch.device("cpu"), 16, 10**6) for k in SHORT_LOSS_KINDS}
+    sets = {"prefix": (docs, False), "fitting": ([d for d in docs if len(d.ids) <= seq_len], False),
+            "fragments": (docs, True)}
+    return {k: evaluate(model, pack_documents(sets[k][0], seq_len, tok.pad_token_id,
+                                              split_documents=sets[k][1]),
+                        torch.device("cpu"), 16, 10**6) for k in kinds}
 
 
 def passkey_acc(model_dir: Path, tok, lengths, depths, n: int, seed: int) -> dict:
@@ -190,9 +192,9 @@ def annealing(args, work: Path) -> dict:
                                          "average_every": avg_every, "average_from": avg_from}],
                            seed),
                  tok, main, math_val[:50], work / f"anneal{seed}", anneal_texts=hq)
-        cont = val_losses(work / f"cont{seed}" / "model", tok, math_val, n)["fragments"]
-        ann = val_losses(work / f"anneal{seed}" / "model", tok, math_val, n)["fragments"]
-        avg = val_losses(work / f"anneal{seed}" / "model_averaged", tok, math_val, n)["fragments"]
+        cont = val_losses(work / f"cont{seed}" / "model", tok, math_val, n, ("fragments",))["fragments"]
+        ann = val_losses(work / f"anneal{seed}" / "model", tok, math_val, n, ("fragments",))["fragments"]
+        avg = val_losses(work / f"anneal{seed}" / "model_averaged", tok, math_val, n, ("fragments",))["fragments"]
         rows.append({"seed": seed, "continue_loss": cont, "anneal_loss": ann, "averaged_loss": avg})
         print(f"seed {seed}: continue {cont:.4f}  anneal {ann:.4f}  averaged {avg:.4f}", flush=True)
     d, dci = mean_ci95([r["anneal_loss"] - r["continue_loss"] for r in rows])
