@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table, write_result  # noqa: E402
 
 HERD = ["herd-xs", "herd-s", "herd-m", "herd-l"]
+SEED_REPLICAS = [1, 2]
 
 
 def model_record(name: str, micro: bool) -> tuple[dict, list[dict]]:
@@ -61,6 +62,27 @@ def model_record(name: str, micro: bool) -> tuple[dict, list[dict]]:
     }, preds
 
 
+def best_seeds(best: str, seeds: list[int], seed0: dict, micro: bool) -> dict:
+    """The best recipe over training seeds: per seed its accuracies, and per accuracy the mean,
+    the Student-t 95% interval over seeds and the lowest seed."""
+    from reasonlab.evals.safety import mean_ci95
+    from reasonlab.models.herd import seed_replica
+
+    keys = ("acc_1skill", "acc_2skill", "acc_3skill", "heldout_template", "heldout_pair")
+    per = {s: (seed0 if s == 0 else model_record(seed_replica(best, s), micro)[0]) for s in seeds}
+    out: dict = {"recipe": best, "per_seed": {str(s): {k: r[k] for k in (*keys, "train_cpu_minutes")}
+                                               for s, r in per.items()}}
+    for k in keys:
+        vals = [r[k] for r in per.values() if r[k] is not None]  # None: a micro model, no evaluation
+        m, h = mean_ci95(vals) if vals else (None, None)
+        out[k] = {"mean": m, "ci95": None if m is None else [m - h, m + h],
+                  "min": min(vals) if vals else None}
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    rows = [(s, *(f(r[k]) for k in keys)) for s, r in per.items()]
+    print_table(rows, ("seed", "1-skill", "2-skill", "3-skill", "ho tmpl", "ho pair"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="micro variants (a wiring check)")
@@ -68,6 +90,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=HERD, help="recipe names")
     ap.add_argument("--out", default="runs/bench_herd", help="folder for the plots")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, *SEED_REPLICAS],
+                    help="training seeds of the best recipe (herd-l; seed N>0 is herd-l-seedN)")
     args = ap.parse_args()
 
     import torch
@@ -100,11 +124,17 @@ def main() -> None:
 
     best = max(models, key=lambda n: models[n]["acc_1skill"] or 0.0)
     acc1 = [m["acc_1skill"] for m in models.values() if m["acc_1skill"] is not None]
+    from reasonlab.models.herd import BEST
+
+    # the seeds of the herd's best recipe (herd-l, the strongest member by construction)
+    seeds = best_seeds(BEST, args.seeds, models[BEST], args.quick) if BEST in models else None
+    top = seeds or {k: {"mean": models[best][k]} for k in ("acc_1skill", "acc_2skill")}
     payload = {
         "quick": args.quick, "threads": args.threads,
         "skills": skills, "models": models,
         "best_model": best,
-        "best_1skill": models[best]["acc_1skill"], "best_2skill": models[best]["acc_2skill"],
+        "best_1skill": top["acc_1skill"]["mean"], "best_2skill": top["acc_2skill"]["mean"],
+        "best_seeds": seeds,
         "spread_1skill": [min(acc1), max(acc1)] if acc1 else None,
         "composition_exponent": comp["composition_exponent"],
         "composition_exponent_ci95": comp["composition_exponent_ci95"],
@@ -112,7 +142,7 @@ def main() -> None:
         "composition_models": {n: {k: v for k, v in m.items() if k != "pairs"}
                                for n, m in comp["models"].items()},
         "herd_points": comp["herd_points"],
-        "seeds": [0],
+        "seeds": args.seeds if seeds else [0],
         "herd_cpu_minutes": sum(m["build_cpu_minutes"] for m in models.values()),
         "herd_train_cpu_minutes": sum(m["train_cpu_minutes"] for m in models.values()),
         "herd_train_wall_minutes": sum(m["train_minutes"] for m in models.values()),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reasonlab.config import load_config, to_dict
-from reasonlab.models.herd import HERD, HERD_SKILLS, PARTLY_RIGHT
+from reasonlab.models.herd import BEST, HERD, HERD_SKILLS, PARTLY_RIGHT, SEED_REPLICAS, seed_replica
 from reasonlab.models.recipes import get_recipe
 from reasonlab.solver import SolverConfig
 
@@ -34,8 +34,31 @@ def test_herd_spans_sizes_and_lengths_on_one_mix():
 
 def test_partly_right_policy_is_herd_l_stopped_early():
     """MCTS-DPO's starting policy: herd-l's recipe (same data, model, schedule shape) with fewer
-    SFT steps, and outside the herd (its table and CPU budget)."""
+    SFT steps, in the first herd's byte-level fp32 form (what the recorded MCTS-DPO results were
+    measured from), and outside the herd (its table and CPU budget)."""
     ml, big = to_dict(get_recipe(PARTLY_RIGHT).config), to_dict(get_recipe("herd-l").config)
     assert PARTLY_RIGHT not in HERD
     assert ml["sft"].pop("max_steps") < big["sft"].pop("max_steps")
+    assert (ml["vocab_size"], ml["sft"].pop("seq_len"), ml["sft"].pop("precision")) == (272, 384, "auto")
+    assert big["vocab_size"] == 512 and big["sft"].pop("precision") == "bf16"
+    big["sft"].pop("seq_len")
+    ml.pop("vocab_size"), big.pop("vocab_size")
     assert ml == big
+
+
+def test_herd_uses_a_bpe_vocabulary_and_bf16():
+    """Every member (and the micro variants) trains with 512 tokens and bf16 autocast; the longest
+    training document fits a 256-token row."""
+    for n in HERD:
+        r = get_recipe(n)
+        for c in (r.config, r.micro_config):
+            assert c.vocab_size == 512 and c.sft.precision == "bf16" and c.sft.seq_len == 256
+
+
+def test_seed_replicas_differ_from_the_best_recipe_only_in_the_seed():
+    for seed in SEED_REPLICAS:
+        rep = to_dict(get_recipe(seed_replica(BEST, seed)).config)
+        best = to_dict(get_recipe(BEST).config)
+        assert rep.pop("seed") == seed and best.pop("seed") == 0
+        assert rep == best
+    assert seed_replica(BEST, 0) == BEST

@@ -196,3 +196,39 @@ def test_latest_checkpoint_ignores_incomplete_ones(tmp_path):
     (root / "step_0000003" / "state.json").write_text("{}")
     assert tr.latest_checkpoint().name == "step_0000009"
     assert Trainer(_cfg(), _model(), _data(), None, None).latest_checkpoint() is None
+
+
+def test_bf16_precision_runs_the_matmuls_in_bf16_on_the_cpu_and_keeps_fp32_weights():
+    """``precision: bf16`` autocasts on a CPU (logits in bf16 inside, the loss in fp32); its loss
+    is the fp32 one to bf16 rounding, and ``auto`` on a CPU stays exact fp32."""
+    from reasonlab.device import autocast, uses_bf16
+
+    cpu = torch.device("cpu")
+    assert uses_bf16(cpu, "bf16") and not uses_bf16(cpu, "auto") and not uses_bf16(cpu, "fp32")
+    with pytest.raises(ValueError, match="fp16.*auto, fp32, bf16"):
+        uses_bf16(cpu, "fp16")
+    model, data = _model(), _data()
+    batch = data.select(range(4))
+    with autocast(cpu, precision="bf16"):
+        assert model(input_ids=batch.input_ids).logits.dtype == torch.bfloat16
+    s32, n = token_losses(model, batch, cpu)
+    s16, n16 = token_losses(model, batch, cpu, "bf16")
+    assert s16.dtype == torch.float32 and n16 == n
+    assert (s16 / n).item() == pytest.approx((s32 / n).item(), rel=2e-2)
+    assert s16.item() != s32.item()  # it did compute in bf16
+
+
+def test_bf16_training_lowers_the_loss_like_fp32():
+    def run(precision):
+        tr = Trainer(_cfg(max_steps=30, warmup_steps=2, precision=precision), _model(), _data(), None, None)
+        losses = [tr.train_step()["loss"] for _ in range(30)]
+        assert all(p.dtype == torch.float32 for p in tr.model.parameters())
+        return losses
+    f32, b16 = run("fp32"), run("bf16")
+    assert b16[-1] < 0.7 * b16[0]
+    assert b16[-1] == pytest.approx(f32[-1], rel=0.1)
+
+
+def test_unknown_precision_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match="precision.*fp16"):
+        _cfg(precision="fp16")

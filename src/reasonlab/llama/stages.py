@@ -321,7 +321,7 @@ def train_stages(cfg, tokenizer, train_docs: Sequence[Document], val_docs: Seque
             state = load_file(str(run.path("model_averaged") / "model.safetensors"))
             trainer.raw_model.load_state_dict(state, strict=False)
             results["averaged_val_loss"] = evaluate(trainer.raw_model, val, trainer.device, micro,
-                                                    cfg.eval_batches)
+                                                    cfg.eval_batches, cfg.precision)
     if val_docs:
         t = pack_documents(train_docs, last.seq_len, pad, split_documents=True)
         v = pack_documents(val_docs, last.seq_len, pad, split_documents=True)

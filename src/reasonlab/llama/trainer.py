@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from reasonlab.config import ConfigError, check_choice, check_order, check_range
-from reasonlab.device import autocast
+from reasonlab.device import PRECISIONS, autocast, uses_bf16
 from reasonlab.llama import distributed as D
 from reasonlab.lm.checkpoint import quiet_transformers, verify_manifest, write_manifest
 from reasonlab.lm.portable import make_portable
@@ -73,6 +73,7 @@ class TrainConfig:
     device: str = "auto"
     distributed: str = "auto"
     threads: int = 1  # torch CPU threads for the run (0 = torch's default); one is fastest on a busy machine
+    precision: str = "auto"  # auto (bf16 autocast on GPUs with bf16) | fp32 | bf16 (also on CPUs)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,6 +109,7 @@ class TrainConfig:
         check_range("log_every", self.log_every, 1)
         check_range("threads", self.threads, 0, 1024)
         check_choice("distributed", self.distributed, D.MODES)
+        check_choice("precision", self.precision, PRECISIONS)
         for i, r in enumerate(self.batch_ramp):
             if len(r) != 2 or r[0] < 0 or r[1] < 1:
                 raise ConfigError(f"config key 'batch_ramp[{i}]' = {r!r} must be [tokens_seen>=0, batch_size>=1]")
@@ -146,9 +148,11 @@ def batch_inputs(batch: PackedSequences, device: torch.device, dtype: torch.dtyp
     return inputs
 
 
-def token_losses(model: torch.nn.Module, batch: PackedSequences, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of next-token cross-entropy over target tokens, and their count."""
-    with autocast(device):
+def token_losses(model: torch.nn.Module, batch: PackedSequences, device: torch.device,
+                 precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of next-token cross-entropy over target tokens, and their count (the logits cast to
+    fp32 under any ``precision``)."""
+    with autocast(device, precision=precision):
         logits = model(**batch_inputs(batch, device)).logits
     targets, mask = loss_targets(batch)
     targets, mask = targets.to(device), mask.to(device)
@@ -173,12 +177,13 @@ def stream_indices(n: int, start: int, count: int, seed: int) -> list[int]:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: PackedSequences, device: torch.device, micro: int,
-             max_batches: int) -> float:
+             max_batches: int, precision: str = "auto") -> float:
     """Token-weighted mean validation loss over the first ``max_batches`` micro-batches."""
     model.eval()
     total, count = torch.zeros((), device=device), torch.zeros((), device=device)
     for b in range(min(max_batches, math.ceil(len(data) / micro))):
-        s, c = token_losses(model, data.select(range(b * micro, min(len(data), (b + 1) * micro))), device)
+        s, c = token_losses(model, data.select(range(b * micro, min(len(data), (b + 1) * micro))), device,
+                            precision)
         total += s
         count += c
     model.train()
@@ -352,7 +357,7 @@ class Trainer:
             if info.mode == "fsdp":
                 self.model.set_requires_gradient_sync(sync)
             with ctx:
-                s, _ = token_losses(self.model, part, self.device)
+                s, _ = token_losses(self.model, part, self.device, cfg.precision)
                 (s * info.world_size / n_global.clamp(min=1)).backward()
             loss_sum += s.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
@@ -367,6 +372,10 @@ class Trainer:
         self.state.tokens_seen += int(n_global.item())
         return {"loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm), "batch_size": batch_size}
 
+    def _compute_dtype(self) -> torch.dtype:
+        """The dtype the matmuls run in (the MFU's peak is measured in it)."""
+        return torch.bfloat16 if uses_bf16(self.device, self.cfg.precision) else torch.float32
+
     def fit(self) -> dict[str, float]:
         """Train to ``max_steps`` (resuming from the latest checkpoint) with ``cfg.threads`` threads."""
         from reasonlab.device import torch_threads
@@ -377,7 +386,7 @@ class Trainer:
     def _fit(self) -> dict[str, float]:
         cfg, info = self.cfg, self.info
         if self.peak_flops is None:
-            self.peak_flops = matmul_peak_flops(self.device)
+            self.peak_flops = matmul_peak_flops(self.device, self._compute_dtype())
         ckpt = self.latest_checkpoint()
         if ckpt is not None:
             self.load_checkpoint(ckpt)
@@ -398,14 +407,15 @@ class Trainer:
                 dt = max(time.time() - t0, 1e-9)
                 last["tokens_per_s"] = (self.state.tokens_seen - tok0) / dt
                 if step == cfg.max_steps:  # the peak once more, after the run (load varies)
-                    self.peak_flops = matmul_peak_flops(self.device, fresh=True)
+                    self.peak_flops = matmul_peak_flops(self.device, self._compute_dtype(), fresh=True)
                 last["model_flops_per_s"] = last["tokens_per_s"] * self.flops_per_token
                 last["mfu"] = last["model_flops_per_s"] / (self.peak_flops * info.world_size)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{last['lr']:.2e}")
                 if self.run is not None and info.is_main:
                     self.run.log(step=step, tokens_seen=self.state.tokens_seen, **last)
             if self.val_data is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                val = evaluate(self.model, self.val_data, self.device, micro_eval, cfg.eval_batches)
+                val = evaluate(self.model, self.val_data, self.device, micro_eval, cfg.eval_batches,
+                               cfg.precision)
                 last["val_loss"] = val
                 if self.run is not None and info.is_main:
                     self.run.log(step=step, val_loss=val)
