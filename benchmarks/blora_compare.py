@@ -1,6 +1,6 @@
 """Benchmark: Bayesian-LoRA vs PEFT LoRA (r=8) vs PEFT AdaLoRA fine-tuning a solver to a new skill.
 
-The base is a six-skill herd solver from the model cache (``--base herd-m``, built on first use;
+The base is a six-skill herd solver from the model cache (``--base herd1-m``, built on first use;
 add, sub, mul, div, rem, cmp) or any model folder; ``--base configs/blora_base.yaml`` instead
 trains the older add-only base (a solver config, trained once into ``--base-out`` and reused).
 Every method then fine-tunes it to a skill it never saw with the same problems, steps, batch,
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer fine-tuning steps and test problems")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--base", default="herd-m",
+    ap.add_argument("--base", default="herd1-m",
                     help="model-cache recipe, model folder, or a solver YAML config to train")
     ap.add_argument("--config", default=str(ROOT / "configs" / "blora_compare.yaml"))
     ap.add_argument("--base-out", default="runs/blora_base", help="base solver run (resumed)")

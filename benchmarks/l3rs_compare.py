@@ -95,7 +95,7 @@ def _meta_cfg(config_file: Path, sets: list[str]) -> MetaTrainConfig:
 
 
 def _lm_env(skill: str = "avg") -> EnvSpec:
-    return EnvSpec("lm", {"model": "herd-xs", "skill": skill, "n_train": 256, "n_val": 64,
+    return EnvSpec("lm", {"model": "herd1-xs", "skill": skill, "n_train": 256, "n_val": 64,
                           "n_test": 64, "batch_size": 8})
 
 
@@ -227,7 +227,7 @@ def stage_lm(args, out: Path, results_path: Path) -> None:
     block = _compare_block(cmp, "l3rs", settings)
     main_ = block["main"]
     _update(results_path, lm={**main_, "n_seeds": len(seeds), "unseen_skill": block["unseen_skill"],
-                              "model": "herd-xs", "skill": "avg", "unseen_skill_name": "perim",
+                              "model": "herd1-xs", "skill": "avg", "unseen_skill_name": "perim",
                               "inner_steps": cfg.es.horizon, "es_steps": cfg.es.steps,
                               "es_pairs": cfg.es.pairs, "tune_budget": cmp["tune_budget"],
                               "base_lr": cfg.l3rs.base_lr, "es_lr": cfg.es.lr,

@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps and problems")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--solver", default="herd-l")
+    ap.add_argument("--solver", default="herd1-l")
     ap.add_argument("--out", default=None, help="run folders (default: a temporary folder)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))

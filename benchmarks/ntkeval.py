@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="4 skills, 16 items per condition")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--model", default="herd-m")
+    ap.add_argument("--model", default="herd1-m")
     ap.add_argument("--runs", default="runs/bench-ntkeval", help="run folders (resumable)")
     args = ap.parse_args()
 

@@ -107,15 +107,15 @@ ENTRIES: list[Entry] = [
                     f"search {n(d.get('search_speedup'))}× faster with prefix reuse",
           "GSM8K +4.8 points over SFT with Mistral-7B (arXiv:2405.00451)",
           "SFT, instance-level DPO, RS + step DPO at matched generated tokens",
-          "python benchmarks/mcts_dpo.py --model herd-l --prompt-skills 2 3 --extra-test 600 "
-          "--set prompts=256 --set root_actions=4 --set n_iters=4 --lr 1e-5 --epochs 3"),
-    Entry("mcts_dpo_herd_m", "mcts_dpo", "MCTS-DPO on herd-m (below the 30–70% band)",
+          "python benchmarks/mcts_dpo.py --model herd-ml --prompt-skills 2 3 --extra-test 600 "
+          "--set prompts=256 --set root_actions=4 --set n_iters=4 --set rounds=2 --lr 1e-5 --epochs 3"),
+    Entry("mcts_dpo_herd_m", "mcts_dpo", "MCTS-DPO on herd1-m (below the 30–70% band)",
           lambda d: f"2-/3-skill accuracy SFT {n(d.get('sft_accuracy_multiskill'))} → MCTS-DPO "
                     f"{n(d.get('mcts_dpo_accuracy_multiskill'))}, paired difference "
                     f"{fmt_with_interval(d.get('paired_diff_mean'), d.get('paired_diff_ci95'))}",
           "GSM8K +4.8 points over SFT with Mistral-7B (arXiv:2405.00451)",
           "SFT, instance-level DPO, RS + step DPO at matched generated tokens",
-          "python benchmarks/mcts_dpo.py --quick --model herd-m --set prompts=12 --set eval_limit=100 "
+          "python benchmarks/mcts_dpo.py --quick --model herd1-m --set prompts=12 --set eval_limit=100 "
           "--json-name mcts_dpo_herd_m"),
     Entry("ntkeval", "ntkeval", "NTKEval", lambda d: _generic(d),
           "in context the kernel separates math structure from format (arXiv:2405.15485)",

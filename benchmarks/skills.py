@@ -19,7 +19,7 @@ Per seed (the SkillMath data seed, the oracle's corruption draws and the pipelin
 The oracle knows the right answers, so these numbers test the pipelines' plumbing (parsing,
 retries, votes, caching, clustering); they do not measure what a real LLM would produce.
 
-    python benchmarks/skills.py [--quick] [--threads 1] [--seeds 0 1 2] [--solver herd-l]
+    python benchmarks/skills.py [--quick] [--threads 1] [--seeds 0 1 2] [--solver herd1-l]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--corruption", type=float, default=0.3)
     ap.add_argument("--votes", type=int, default=3)
-    ap.add_argument("--solver", default="herd-l")
+    ap.add_argument("--solver", default="herd1-l")
     ap.add_argument("--out", default="runs/bench_skills")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from reasonlab.config import load_config, to_dict
-from reasonlab.models.herd import BEST, HERD, HERD_SKILLS, PARTLY_RIGHT, SEED_REPLICAS, seed_replica
+from reasonlab.models.herd import (BEST, HERD, HERD_SKILLS, PARTLY_RIGHT, SEED_REPLICAS,
+                                   first_herd_name, seed_replica)
 from reasonlab.models.recipes import get_recipe
 from reasonlab.solver import SolverConfig
 
@@ -33,17 +34,21 @@ def test_herd_spans_sizes_and_lengths_on_one_mix():
 
 
 def test_partly_right_policy_is_herd_l_stopped_early():
-    """MCTS-DPO's starting policy: herd-l's recipe (same data, model, schedule shape) with fewer
-    SFT steps, in the first herd's byte-level fp32 form (what the recorded MCTS-DPO results were
-    measured from), and outside the herd (its table and CPU budget)."""
-    ml, big = to_dict(get_recipe(PARTLY_RIGHT).config), to_dict(get_recipe("herd-l").config)
+    """MCTS-DPO's starting policy: the first herd's herd-l (what the recorded MCTS-DPO results
+    were measured from) with fewer SFT steps, and outside the herd (its table and CPU budget)."""
+    ml, big = to_dict(get_recipe(PARTLY_RIGHT).config), to_dict(get_recipe("herd1-l").config)
     assert PARTLY_RIGHT not in HERD
     assert ml["sft"].pop("max_steps") < big["sft"].pop("max_steps")
-    assert (ml["vocab_size"], ml["sft"].pop("seq_len"), ml["sft"].pop("precision")) == (272, 384, "auto")
-    assert big["vocab_size"] == 512 and big["sft"].pop("precision") == "bf16"
-    big["sft"].pop("seq_len")
-    ml.pop("vocab_size"), big.pop("vocab_size")
     assert ml == big
+
+
+@pytest.mark.parametrize("name", sorted(HERD))
+def test_first_herd_differs_only_in_vocabulary_rows_and_precision(name):
+    old, new = to_dict(get_recipe(first_herd_name(name)).config), to_dict(get_recipe(name).config)
+    assert (old.pop("vocab_size"), new.pop("vocab_size")) == (272, 512)
+    assert (old["sft"].pop("seq_len"), new["sft"].pop("seq_len")) == (384, 256)
+    assert (old["sft"].pop("precision"), new["sft"].pop("precision")) == ("auto", "bf16")
+    assert old == new
 
 
 def test_herd_uses_a_bpe_vocabulary_and_bf16():
