@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (the config's "
                     "threads; default 1)")
+    ap.add_argument("--reanalyze", action="store_true",
+                    help="no training: redo the held-out forecast from the points stored in "
+                         "benchmarks/results/scaling.json (with this version's fits) and update it")
     args = ap.parse_args()
 
     import logging
@@ -40,6 +43,8 @@ def main() -> None:
     from reasonlab.llama.scaling import ScalingConfig, run_scaling
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.reanalyze:
+        return reanalyze(args.set)
     cfg_path = ROOT / "configs" / "scaling_quick.yaml" if args.quick else None
     sets = list(args.set) + ([f"threads={args.threads}"] if args.threads is not None else [])
     cfg = load_config(ScalingConfig, cfg_path, sets)
@@ -67,47 +72,7 @@ def main() -> None:
     print(f"\nalpha = {res['alpha']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  (tokens: {res['alpha_tokens']:.3f})  "
           f"R2 = {res['r2']:.3f}  A = {res['A']:.4g}; at C = {pred['budget']:.2g}: N* = {pred['n_opt']:.4g}, "
           f"D* = {pred['tokens_opt']:.4g}; wall {res['wall_s']:.0f} s")
-    h = res.get("heldout") or {}
-    heldout = {}
-    if h:
-        fc = h.get("forecast") or {}
-        heldout = {
-            "heldout_budget": h["budget"],
-            "heldout_fit_budgets": h["fit_budgets"],
-            "heldout_alpha": h["alpha"], "heldout_alpha_ci95": h["alpha_ci95"],
-            "heldout_loss_predicted": h["loss_predicted"], "heldout_loss_ci95": h["loss_ci95"],
-            "heldout_loss_measured": h["loss_measured"],
-            "heldout_loss_rel_error": h.get("loss_rel_error"),
-            "heldout_loss_within_2pct": (h.get("loss_rel_error") is not None
-                                         and h["loss_rel_error"] <= 0.02),
-            "heldout_n_opt_predicted": h["n_opt_predicted"], "heldout_n_opt_ci95": h["n_opt_ci95"],
-            "heldout_n_opt_measured": h["n_opt_measured"],
-            "heldout_nll_predicted": fc.get("nll"), "heldout_nll_ci95": fc.get("nll_ci95"),
-            "heldout_nll_measured": h.get("nll_measured"),
-            "heldout_accuracy_predicted": ({"value": fc["accuracy"], "ci95": fc["accuracy_ci95"]}
-                                           if fc else None),
-            "heldout_accuracy_measured": h.get("accuracy_measured"),
-            "heldout_accuracy_in_ci95": h.get("accuracy_in_ci95"),
-            "heldout_best_model": h.get("best_model"),
-            "forecast": {k: h.get(k) for k in ("loss_law", "nll_law", "sigmoid", "nll_opt",
-                                               "forecast_error") if k in h},
-        }
-        print()
-        rows = [("val loss (compute-optimal)", f"{h['loss_predicted']:.4f}",
-                 "[{:.4f}, {:.4f}]".format(*h["loss_ci95"]) if h.get("loss_ci95") else "-",
-                 f"{h['loss_measured']:.4f}" if h.get("loss_measured") is not None else "-"),
-                ("N* (non-embedding)", f"{h['n_opt_predicted']:.4g}",
-                 "[{:.4g}, {:.4g}]".format(*h["n_opt_ci95"]) if h.get("n_opt_ci95") else "-",
-                 f"{h['n_opt_measured']:.4g}" if h.get("n_opt_measured") is not None else "-")]
-        if fc:
-            rows += [("answer NLL", f"{fc['nll']:.4f}", "[{:.4f}, {:.4f}]".format(*fc["nll_ci95"]),
-                      f"{h['nll_measured']:.4f}" if h.get("nll_measured") is not None else "-"),
-                     ("greedy accuracy", f"{fc['accuracy']:.3f}",
-                      "[{:.3f}, {:.3f}]".format(*fc["accuracy_ci95"]),
-                      f"{h['accuracy_measured']:.3f}" if h.get("accuracy_measured") is not None else "-")]
-        print(f"held-out budget C = {h['budget']:.3g} (fit on {len(h['fit_budgets'])} smaller budgets)")
-        print_table(rows, ("quantity", "predicted", "95% interval", "measured"))
-
+    heldout = heldout_keys(res.get("heldout") or {})
     payload = {
         "preset": "quick" if args.quick else "default",
         "alpha": res["alpha"], "r2": res["r2"], "A": res["A"], "alpha_tokens": res["alpha_tokens"],
@@ -128,6 +93,82 @@ def main() -> None:
         shutil.copyfile(out / res["forecast_plot"], ROOT / "benchmarks" / "results" / "scaling_forecast.png")
     path = write_result("scaling", payload)
     print(f"wrote {path.relative_to(ROOT)}")
+
+
+def reanalyze(sets: list[str]) -> None:
+    """The held-out check again on the stored points (same config, plus ``--set`` overrides)."""
+    import json
+
+    from reasonlab.config import from_dict, to_dict
+    from reasonlab.llama.scaling import ScalingConfig, heldout_check
+
+    path = ROOT / "benchmarks" / "results" / "scaling.json"
+    old = json.loads(path.read_text())
+    cfg_map = dict(old["config"])
+    for kv in sets:
+        k, _, v = kv.partition("=")
+        cfg_map[k] = type(cfg_map[k])(v) if k in cfg_map and not isinstance(cfg_map[k], bool) else v
+    cfg = from_dict(ScalingConfig, cfg_map)
+    plot = ROOT / "benchmarks" / "results" / "scaling_forecast.png"
+    h = heldout_check(cfg, old["points"], old.get("n_eval_problems") or 0, plot)
+    new = {**old, **heldout_keys(h), "config": to_dict(cfg),
+           "reanalyzed": {"command": "python benchmarks/scaling.py --reanalyze"
+                          + "".join(f" --set {kv}" for kv in sets),
+                          "measured_by": old.get("command")}}
+    new["reanalyzed"].update(measured_date=old.get("date"), measured_machine=old.get("machine"))
+    write_result("scaling", new)
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def heldout_keys(h: dict) -> dict:
+    """The result file's ``heldout_*`` keys from :func:`heldout_check`'s dict (and print them)."""
+    heldout: dict = {}
+    if h:
+        fc = h.get("forecast") or {}
+        heldout = {
+            "heldout_budget": h["budget"],
+            "heldout_fit_budgets": h["fit_budgets"],
+            "heldout_alpha": h["alpha"], "heldout_alpha_ci95": h["alpha_ci95"],
+            "heldout_loss_method": h.get("loss_method", "power_law"),
+            "heldout_loss_predicted": h["loss_predicted"], "heldout_loss_ci95": h["loss_ci95"],
+            "heldout_loss_power_law": h.get("power_law"),
+            "heldout_loss_envelope": h.get("envelope"),
+            "heldout_loss_backtest": h.get("backtest"),
+            "heldout_loss_measured": h["loss_measured"],
+            "heldout_loss_rel_error": h.get("loss_rel_error"),
+            "heldout_loss_within_2pct": (h.get("loss_rel_error") is not None
+                                         and h["loss_rel_error"] <= 0.02),
+            "heldout_n_opt_predicted": h["n_opt_predicted"], "heldout_n_opt_ci95": h["n_opt_ci95"],
+            "heldout_n_opt_measured": h["n_opt_measured"],
+            "heldout_nll_predicted": fc.get("nll"), "heldout_nll_ci95": fc.get("nll_ci95"),
+            "heldout_nll_measured": h.get("nll_measured"),
+            "heldout_accuracy_predicted": ({"value": fc["accuracy"], "ci95": fc["accuracy_ci95"]}
+                                           if fc else None),
+            "heldout_accuracy_measured": h.get("accuracy_measured"),
+            "heldout_accuracy_in_ci95": h.get("accuracy_in_ci95"),
+            "heldout_best_model": h.get("best_model"),
+            "forecast": {k: h.get(k) for k in ("loss_law", "nll_law", "sigmoid", "nll_opt",
+                                               "forecast_error") if k in h},
+        }
+        print()
+        meas = f"{h['loss_measured']:.4f}" if h.get("loss_measured") is not None else "-"
+        rows = [(f"val loss (compute-optimal), {name}", f"{d['loss_predicted']:.4f}",
+                 "[{:.4f}, {:.4f}]".format(*d["loss_ci95"]) if d.get("loss_ci95") else "-", meas)
+                for name, d in (("power law", h.get("power_law") or {}),
+                                ("envelope", h.get("envelope") or {})) if "loss_predicted" in d]
+        rows += [
+                ("N* (non-embedding)", f"{h['n_opt_predicted']:.4g}",
+                 "[{:.4g}, {:.4g}]".format(*h["n_opt_ci95"]) if h.get("n_opt_ci95") else "-",
+                 f"{h['n_opt_measured']:.4g}" if h.get("n_opt_measured") is not None else "-")]
+        if fc:
+            rows += [("answer NLL", f"{fc['nll']:.4f}", "[{:.4f}, {:.4f}]".format(*fc["nll_ci95"]),
+                      f"{h['nll_measured']:.4f}" if h.get("nll_measured") is not None else "-"),
+                     ("greedy accuracy", f"{fc['accuracy']:.3f}",
+                      "[{:.3f}, {:.3f}]".format(*fc["accuracy_ci95"]),
+                      f"{h['accuracy_measured']:.3f}" if h.get("accuracy_measured") is not None else "-")]
+        print(f"held-out budget C = {h['budget']:.3g} (fit on {len(h['fit_budgets'])} smaller budgets)")
+        print_table(rows, ("quantity", "predicted", "95% interval", "measured"))
+    return heldout
 
 
 if __name__ == "__main__":

@@ -374,9 +374,15 @@ def test_runner_heldout_forecast_with_fake_trainer_and_eval(tmp_path, monkeypatc
     cfg = S.ScalingConfig(budgets=[4e11, 1e12, 2.5e12, 6e12, 1.5e13], sizes=sizes,
                           corpus="skillmath", n_train_docs=200, n_val_docs=20, vocab_size=300,
                           seq_len=32, batch_size=4, min_steps=1, eval_problems=20, heldout=True,
-                          n_boot=100, threads=0)
+                          n_boot=100, threads=0, loss_forecast="power_law")
     res = S.run_scaling(cfg, tmp_path / "sweep")
     h = res["heldout"]
+    # this world's law is a parabola in log N around N*(C) (the power-law forecast's own
+    # assumption), so that forecast is the headline; the envelope is reported beside it
+    assert h["loss_method"] == "power_law" and h["loss_predicted"] == h["power_law"]["loss_predicted"]
+    assert h["envelope"]["size"] in sizes and "loss_rel_error" in h["envelope"]
+    assert [r["budget"] for r in h["backtest"]] == [2.5e12, 6e12]
+    assert all(r["power_law_rel_error"] < 0.02 for r in h["backtest"])
     assert h["budget"] == 1.5e13 and h["fit_budgets"] == [4e11, 1e12, 2.5e12, 6e12]
     assert abs(h["alpha"] - alpha) < 0.03 and h["alpha_ci95"][0] <= h["alpha"] <= h["alpha_ci95"][1]
     assert h["loss_rel_error"] < 0.02
@@ -387,3 +393,45 @@ def test_runner_heldout_forecast_with_fake_trainer_and_eval(tmp_path, monkeypatc
     assert res["alpha_ci95"] and res["n_eval_problems"] == 20
     assert (tmp_path / "sweep" / "forecast.png").exists()
     assert all("accuracy" in p and "answer_nll" in p for p in res["points"])
+
+
+def _envelope_points(budgets, sizes):
+    """Runs whose loss is an exact power law in tokens per size: L_N(D) = a_N·D^(−b_N)."""
+    pts = []
+    for c in budgets:
+        for name, (n, a, b) in sizes.items():
+            d = c / (6 * n)
+            pts.append({"budget": c, "size": name, "n_params": n, "tokens": d, "flops": c,
+                        "val_loss": a * d ** -b})
+    return pts
+
+
+def test_envelope_forecast_is_the_lowest_per_size_curve():
+    sizes = {"s": (1e4, 9.0, 0.08), "m": (4e4, 14.0, 0.11), "l": (1.6e5, 30.0, 0.16)}
+    pts = _envelope_points([1e10, 3e10, 1e11, 3e11], sizes)
+    for c in (1e12, 1e13):
+        want = {k: a * (c / (6 * n)) ** -b for k, (n, a, b) in sizes.items()}
+        fc = S.envelope_forecast(pts, c)
+        assert fc.size == min(want, key=want.get)
+        assert fc.value == pytest.approx(min(want.values()), rel=1e-9)
+        assert fc.per_size["l"]["exponent"] == pytest.approx(-0.16)
+        assert fc.ci95[0] <= fc.value <= fc.ci95[1] + 1e-9
+    with pytest.raises(ValueError, match="no size has 3 runs"):
+        S.envelope_forecast([p for p in pts if p["budget"] < 3e10], 1e12)
+
+
+def test_envelope_interval_widens_with_noise_and_covers_the_truth():
+    rng = np.random.default_rng(0)
+    sizes = {"s": (1e4, 9.0, 0.08), "m": (4e4, 14.0, 0.11), "l": (1.6e5, 30.0, 0.16)}
+    pts = _envelope_points([1e10, 2e10, 4e10, 8e10, 1.6e11], sizes)
+    for p in pts:
+        p["val_loss"] *= math.exp(0.01 * rng.normal())
+    fc = S.envelope_forecast(pts, 6.4e11)
+    truth = min(a * (6.4e11 / (6 * n)) ** -b for n, a, b in sizes.values())
+    assert fc.ci95[0] < truth < fc.ci95[1]
+    assert 0.005 < (fc.ci95[1] - fc.ci95[0]) / truth < 0.2
+
+
+def test_loss_forecast_choice_is_checked():
+    with pytest.raises(ConfigError, match="loss_forecast.*spline"):
+        S.ScalingConfig(loss_forecast="spline")

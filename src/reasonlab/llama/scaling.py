@@ -38,14 +38,15 @@ import numpy as np
 
 from reasonlab.config import ConfigError, check_choice, check_range
 from reasonlab.llama.scaling_fit import (  # noqa: F401 (the fits are public here too)
-    Forecast, IsoFLOPFit, Parabola, PowerLaw, Sigmoid, bootstrap_isoflop, ci95, fit_isoflop,
+    EnvelopeForecast, Forecast, IsoFLOPFit, Parabola, PowerLaw, Sigmoid, bootstrap_isoflop, ci95, fit_isoflop,
     fit_parabola, fit_power_law, fit_scaling, fit_sigmoid, flops, plot_forecast, plot_isoflops,
-    predict_power_law, r_squared, tokens_for_budget, two_stage_forecast,
+    envelope_forecast, predict_power_law, r_squared, tokens_for_budget, two_stage_forecast,
 )
 
 log = logging.getLogger(__name__)
 
 PARAM_COUNTS = ("non_embedding", "total")
+LOSS_FORECASTS = ("envelope", "power_law")
 
 
 @dataclass
@@ -80,6 +81,9 @@ class ScalingConfig:
     eval_problems: int = 0               # SkillMath problems for answer NLL + accuracy (0 = none)
     eval_max_new_tokens: int = 48        # greedy decoding length for the accuracy
     heldout: bool = False                # keep the largest budget out of the fits and forecast it
+    loss_forecast: str = "envelope"      # the held-out loss forecast: envelope (each size's loss
+                                         # against its tokens, the lowest at the budget) or
+                                         # power_law (one power law through the IsoFLOP minima)
     n_boot: int = 1000                   # bootstrap draws for the intervals
 
     def __post_init__(self) -> None:
@@ -121,6 +125,7 @@ class ScalingConfig:
                               "are learnable")
         check_range("eval_max_new_tokens", self.eval_max_new_tokens, 1, None)
         check_range("n_boot", self.n_boot, 10, None)
+        check_choice("loss_forecast", self.loss_forecast, LOSS_FORECASTS)
         if self.heldout and len(self.budgets) < 3:
             raise ConfigError("config key 'heldout' needs at least 3 budgets (2 to fit, 1 to check)")
         if self.heldout and list(self.budgets).count(max(self.budgets)) > 1:
@@ -390,12 +395,41 @@ def _opt_value(fit: IsoFLOPFit, pts: list[dict[str, Any]], key: str) -> float:
     return float(y[int(np.argmin(np.abs(x - x_opt)))])
 
 
+def loss_backtest(used: Sequence[IsoFLOPFit], points: list[dict[str, Any]], *,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """Each fitted budget from the third on, forecast from the budgets below it by both loss
+    forecasts and compared with its own parabola minimum (relative errors)."""
+    fits = sorted(used, key=lambda f: f.budget)
+    rows = []
+    for i in range(2, len(fits)):
+        below, f = fits[:i], fits[i]
+        row: dict[str, Any] = {"budget": f.budget, "fit_budgets": [g.budget for g in below],
+                               "measured": f.loss_opt}
+        law = fit_power_law([g.budget for g in below], [g.loss_opt for g in below])
+        row["power_law"] = float(law(f.budget))
+        try:
+            row["envelope"] = envelope_forecast(
+                [p for p in points if p["budget"] in {g.budget for g in below}], f.budget,
+                seed=seed).value
+        except ValueError:
+            row["envelope"] = None
+        for k in ("power_law", "envelope"):
+            if row[k] is not None:
+                row[f"{k}_rel_error"] = abs(row[k] - f.loss_opt) / f.loss_opt
+        rows.append(row)
+    return rows
+
+
 def heldout_check(cfg: ScalingConfig, points: list[dict[str, Any]], n_problems: int,
                   plot_path: Path) -> dict[str, Any]:
-    """Fit on every budget but the largest; forecast its compute-optimal loss (the L*(C) power
-    law through the fitted budgets' parabola minima), answer NLL and accuracy (the two-stage
-    forecast); compare with what the held-out budget's runs measured (its own parabola minimum,
-    and the answer NLL and accuracy of its lowest-loss model)."""
+    """Fit on every budget but the largest; forecast its compute-optimal loss, answer NLL and
+    accuracy (the two-stage forecast); compare with what the held-out budget's runs measured (its
+    own parabola minimum, and the answer NLL and accuracy of its lowest-loss model).
+
+    The loss is forecast two ways, ``cfg.loss_forecast`` choosing the headline ``loss_predicted``:
+    ``power_law``, one L*(C) power law through the fitted budgets' parabola minima; ``envelope``,
+    each size's own loss-against-tokens power law read at the budget, the lowest of them
+    (:func:`envelope_forecast`)."""
     c_h = max(cfg.budgets)
     fit_budgets = [b for b in cfg.budgets if b != c_h]
     rep = _fit_report(cfg, points, fit_budgets, None, "")
@@ -410,9 +444,26 @@ def heldout_check(cfg: ScalingConfig, points: list[dict[str, Any]], n_problems: 
         "alpha": rep["alpha"], "alpha_ci95": rep["alpha_ci95"],
         "n_opt_predicted": float(rep["_law"](c_h)), "n_opt_ci95": ci95(boot["n_opt"]),
         "loss_law": {"A": loss_law.A, "alpha": loss_law.alpha, "r2": loss_law.r2},
-        "loss_predicted": float(loss_law(c_h)), "loss_ci95": ci95(boot["loss_opt"]),
+        "loss_method": cfg.loss_forecast,
+        "power_law": {"loss_predicted": float(loss_law(c_h)), "loss_ci95": ci95(boot["loss_opt"])},
         "loss_measured": None, "n_opt_measured": None,
     }
+    fit_pts = [p for p in points if p["budget"] in set(cs)]
+    try:
+        env = envelope_forecast(fit_pts, c_h, seed=cfg.seed)
+        out["envelope"] = {"loss_predicted": env.value, "loss_ci95": env.ci95, "size": env.size,
+                           "per_size": env.per_size}
+        if n_problems:
+            nll = envelope_forecast([p for p in fit_pts if p["size"] == env.size], c_h,
+                                    key="answer_nll", seed=cfg.seed)
+            out["envelope"]["nll_predicted"] = nll.value
+    except ValueError as e:
+        log.warning("no envelope forecast: %s", e)
+        out["envelope"] = {"error": str(e)}
+    out["backtest"] = loss_backtest(used, fit_pts, seed=cfg.seed)
+    chosen = out[cfg.loss_forecast] if "loss_predicted" in out.get(cfg.loss_forecast, {}) \
+        else out["power_law"]
+    out.update(loss_predicted=chosen["loss_predicted"], loss_ci95=chosen["loss_ci95"])
     if len(held) >= 3:
         try:
             f_h = fit_isoflop(c_h, [p["n_params"] for p in held], [p["val_loss"] for p in held])
@@ -428,7 +479,9 @@ def heldout_check(cfg: ScalingConfig, points: list[dict[str, Any]], n_problems: 
         out["best_model"] = {k: best.get(k) for k in ("size", "n_params", "val_loss", "answer_nll",
                                                       "accuracy")}
     if out["loss_measured"] is not None:
-        out["loss_rel_error"] = abs(out["loss_measured"] - out["loss_predicted"]) / out["loss_measured"]
+        for d in (out, out["power_law"], out["envelope"]):
+            if "loss_predicted" in d:
+                d["loss_rel_error"] = abs(out["loss_measured"] - d["loss_predicted"]) / out["loss_measured"]
     if not n_problems:
         return out
     by_budget = {f.budget: f for f in used}
@@ -446,6 +499,8 @@ def heldout_check(cfg: ScalingConfig, points: list[dict[str, Any]], n_problems: 
     out.update(forecast=fc.to_dict(), nll_opt=dict(zip(map(str, cs), nll_opt)),
                nll_law={"A": nll_law.A, "alpha": nll_law.alpha, "r2": nll_law.r2},
                sigmoid={"k": sig.k, "x0": sig.x0})
+    if "nll_predicted" in out["envelope"]:
+        out["envelope"]["accuracy_predicted"] = float(sig(out["envelope"]["nll_predicted"]))
     m = out.get("best_model") or {}
     if m.get("accuracy") is not None:
         lo, hi = fc.accuracy_ci95

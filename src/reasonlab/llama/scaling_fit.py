@@ -443,3 +443,71 @@ def plot_forecast(budgets: Sequence[float], nll_opt: Sequence[float], nll_law: P
     ax2.set_title("Stage 2: accuracy vs answer NLL")
     ax2.legend(fontsize=8)
     return save_figure(fig, path, dpi=110)
+
+
+@dataclass
+class EnvelopeForecast:
+    """The compute-optimal value at a new budget from each size's own curve (see
+    :func:`envelope_forecast`)."""
+
+    budget: float
+    value: float                       # min over sizes of the per-size predictions
+    ci95: list[float] | None           # Monte Carlo over the per-size predictive distributions
+    size: str                          # the size that attains it
+    per_size: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget": self.budget, "value": self.value, "ci95": self.ci95, "size": self.size,
+                "per_size": self.per_size}
+
+
+def envelope_forecast(points: Sequence[dict[str, Any]], budget: float, *, key: str = "val_loss",
+                      min_points: int = 3, n_draws: int = 4000, seed: int = 0) -> EnvelopeForecast:
+    """Forecast the compute-optimal ``key`` at ``budget`` as the envelope of per-size curves
+    (Chinchilla's approach 1, arXiv:2203.15556 §3.1, over final losses of separate runs): for each
+    size with ``min_points`` runs at smaller budgets, a power law of ``key`` in its training tokens
+    (a line in log-log), read at the tokens that size gets at ``budget``; the forecast is the
+    lowest of them. The interval draws each size's value from its Student-t predictive
+    distribution (the OLS prediction interval in log space, with the residual scale pooled over
+    the sizes) and takes the minimum per draw.
+
+    ``points``: dicts with ``size``, ``tokens``, ``flops`` and ``key``. Unlike one power law
+    through the IsoFLOP minima, it needs no shape for L*(C): each size's curve bends on its own."""
+    from scipy import stats
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        if p.get(key) is not None and p["tokens"] > 0 and p[key] > 0:
+            by.setdefault(p["size"], []).append(p)
+    per: dict[str, dict[str, Any]] = {}
+    fits = {}
+    for size, pts in by.items():
+        if len(pts) < max(min_points, 2) or len({p["tokens"] for p in pts}) < 2:
+            continue
+        x = np.log([p["tokens"] for p in pts])
+        y = np.log([p[key] for p in pts])
+        slope, icpt = np.polyfit(x, y, 1)
+        x0 = math.log(budget * float(np.mean([p["tokens"] / p["flops"] for p in pts])))
+        fits[size] = (x, y, float(slope), float(icpt), x0)
+    if not fits:
+        raise ValueError(f"no size has {min_points} runs to fit its {key} curve")
+    # One residual scale for every size's line (pooled over sizes: their noise is alike, and a
+    # size with three runs alone would give a one-degree-of-freedom interval).
+    sse = sum(float(np.sum((y - (b + a * x)) ** 2)) for x, y, a, b, _ in fits.values())
+    dof = sum(x.size - 2 for x, *_ in fits.values())
+    s = math.sqrt(sse / dof) if dof > 0 else float("nan")
+    for size, (x, y, slope, icpt, x0) in fits.items():
+        sxx = float(np.sum((x - x.mean()) ** 2))
+        se = s * math.sqrt(1 + 1 / x.size + (x0 - x.mean()) ** 2 / sxx)
+        per[size] = {"value": math.exp(icpt + slope * x0), "tokens": math.exp(x0),
+                     "exponent": slope, "n_points": int(x.size), "se_log": se}
+    best = min(per, key=lambda k: per[k]["value"])
+    interval = None
+    if dof > 0:
+        rng = np.random.default_rng(seed)
+        t = stats.t.rvs(dof, size=(len(per), n_draws), random_state=rng)
+        logs = np.array([[math.log(d["value"])] for d in per.values()])
+        ses = np.array([[d["se_log"]] for d in per.values()])
+        interval = ci95(np.exp(logs + ses * t).min(axis=0))
+    return EnvelopeForecast(budget=float(budget), value=per[best]["value"], ci95=interval,
+                            size=best, per_size=per)
