@@ -35,6 +35,10 @@ def main() -> None:
     ap.add_argument("--reanalyze", action="store_true",
                     help="no training: redo the held-out forecast from the points stored in "
                          "benchmarks/results/scaling.json (with this version's fits) and update it")
+    ap.add_argument("--check-budget", type=float, default=None, metavar="C",
+                    help="a forecast check beyond the sweep: predict budget C from every stored "
+                         "point (written to the result file first), then train the sizes at C "
+                         "and compare")
     args = ap.parse_args()
 
     import logging
@@ -45,6 +49,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.reanalyze:
         return reanalyze(args.set)
+    if args.check_budget:
+        return check_budget(args.check_budget, args.set, args.out)
     cfg_path = ROOT / "configs" / "scaling_quick.yaml" if args.quick else None
     sets = list(args.set) + ([f"threads={args.threads}"] if args.threads is not None else [])
     cfg = load_config(ScalingConfig, cfg_path, sets)
@@ -118,6 +124,67 @@ def reanalyze(sets: list[str]) -> None:
     new["reanalyzed"].update(measured_date=old.get("date"), measured_machine=old.get("machine"))
     write_result("scaling", new)
     print(f"wrote {path.relative_to(ROOT)}")
+
+
+def check_budget(budget: float, sets: list[str], out: str | None) -> None:
+    """Pre-registered forecast check: both loss forecasts at ``budget`` from all the stored points
+    go into ``forecast_check`` of the result file before any training; then the sweep's sizes are
+    trained at ``budget`` (resumable) and the measurement is added beside the forecast."""
+    import datetime as dt
+    import json
+
+    from reasonlab.config import from_dict
+    from reasonlab.llama.scaling import (ScalingConfig, envelope_forecast, fit_isoflop,
+                                         fit_power_law, train_budget)
+    from reasonlab.runs import atomic_write_json
+
+    path = ROOT / "benchmarks" / "results" / "scaling.json"
+    res = json.loads(path.read_text())
+    cfg_map = dict(res["config"])
+    for kv in sets:
+        k, _, v = kv.partition("=")
+        cfg_map[k] = type(cfg_map[k])(v) if k in cfg_map and not isinstance(cfg_map[k], bool) else v
+    cfg = from_dict(ScalingConfig, cfg_map)
+    check = res.get("forecast_check") or {}
+    if check.get("budget") != budget:
+        env = envelope_forecast(res["points"], budget, seed=cfg.seed)
+        opt = [o for o in res["optimal"] if o.get("in_fit", True)]
+        law = fit_power_law([o["budget"] for o in opt], [o["loss_opt"] for o in opt])
+        check = {"budget": budget, "fit_budgets": sorted({p["budget"] for p in res["points"]}),
+                 "predicted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                 "envelope": {"loss_predicted": env.value, "loss_ci95": env.ci95, "size": env.size,
+                              "per_size": env.per_size},
+                 "power_law": {"loss_predicted": float(law(budget))},
+                 "status": "predicted",
+                 "command": "python benchmarks/scaling.py --check-budget "
+                            f"{budget:g}" + "".join(f" --set {kv}" for kv in sets)}
+        res["forecast_check"] = check
+        atomic_write_json(path, res)
+    print(f"forecast at C = {budget:.3g}: envelope {check['envelope']['loss_predicted']:.4f} "
+          f"{check['envelope']['loss_ci95']} ({check['envelope']['size']}), power law "
+          f"{check['power_law']['loss_predicted']:.4f}; written to {path.relative_to(ROOT)}")
+    run_dir = Path(out) if out else ROOT / "runs" / f"bench_scaling_check_{budget:.3g}"
+    pts = train_budget(cfg, run_dir, budget)
+    check["points"] = pts
+    measured, how = min(p["val_loss"] for p in pts), "best run"
+    if len(pts) >= 3:
+        f = fit_isoflop(budget, [p["n_params"] for p in pts], [p["val_loss"] for p in pts])
+        if f.interior:  # a minimum outside the trained sizes is an extrapolation: keep the best run
+            measured, how = f.loss_opt, "parabola minimum"
+    per = check["envelope"]["per_size"]
+    check["per_size_measured"] = {
+        p["size"]: {"measured": p["val_loss"], "predicted": per[p["size"]]["value"],
+                    "rel_error": abs(per[p["size"]]["value"] - p["val_loss"]) / p["val_loss"]}
+        for p in pts if p["size"] in per}
+    check.update(loss_measured=measured, measured_as=how, status="measured",
+                 best_run=min(pts, key=lambda p: p["val_loss"])["size"])
+    for k in ("envelope", "power_law"):
+        check[k]["loss_rel_error"] = abs(check[k]["loss_predicted"] - measured) / measured
+    res["forecast_check"] = check
+    atomic_write_json(path, res)
+    print_table([(k, f"{check[k]['loss_predicted']:.4f}", f"{measured:.4f}",
+                  f"{100 * check[k]['loss_rel_error']:.2f}%") for k in ("envelope", "power_law")],
+                ("forecast", "predicted", "measured", "error"))
 
 
 def heldout_keys(h: dict) -> dict:

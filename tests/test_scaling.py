@@ -435,3 +435,28 @@ def test_envelope_interval_widens_with_noise_and_covers_the_truth():
 def test_loss_forecast_choice_is_checked():
     with pytest.raises(ConfigError, match="loss_forecast.*spline"):
         S.ScalingConfig(loss_forecast="spline")
+
+
+def test_train_budget_trains_the_sizes_at_one_more_budget(tmp_path, monkeypatch):
+    """A forecast check beyond the sweep: one new budget, the sizes within the step bounds, points
+    of the sweep's form; a second call reads them back instead of training again."""
+    import reasonlab.llama.pretrain as P
+
+    calls = []
+
+    def fake_pretrain(pcfg, tokenizer, train, val, out_dir):
+        calls.append(pcfg.preset)
+        tokens = pcfg.max_steps * pcfg.seq_len * pcfg.batch_size
+        n = S.size_params(pcfg.preset, len(tokenizer), "non_embedding")
+        return {"val_loss": 10.0 / math.log(tokens) + n * 1e-8, "train_tokens": tokens,
+                "n_params": n + 1, "n_params_non_embedding": n, "model_dir": "model"}
+
+    monkeypatch.setattr(P, "pretrain", fake_pretrain)
+    cfg = S.ScalingConfig(budgets=[1e11, 1e12], sizes=["tiny-0.5m", "tiny-2m", "tiny-5m"],
+                          corpus="skillmath", n_train_docs=100, n_val_docs=10, vocab_size=300,
+                          seq_len=32, batch_size=4, min_steps=100, threads=0)
+    pts = S.train_budget(cfg, tmp_path / "check", 3e12)
+    plan = {p["size"]: p for p in S.plan_sweep(cfg, 300, [3e12])}
+    assert [p["size"] for p in pts] == [s for s in cfg.sizes if not plan[s]["skip"]] == calls
+    assert all(p["budget"] == 3e12 and p["steps"] == plan[p["size"]]["steps"] for p in pts)
+    assert S.train_budget(cfg, tmp_path / "check", 3e12) == pts and len(calls) == len(pts)

@@ -149,11 +149,13 @@ def size_params(name: str, vocab_size: int, param_count: str) -> int:
                             non_embedding=param_count == "non_embedding")
 
 
-def plan_sweep(cfg: ScalingConfig, vocab_size: int) -> list[dict[str, Any]]:
-    """Every (budget, size) with its tokens and steps; ``skip`` marks pairs below ``min_steps``."""
+def plan_sweep(cfg: ScalingConfig, vocab_size: int,
+               budgets: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """Every (budget, size) with its tokens and steps; ``skip`` marks pairs below ``min_steps``
+    (or above ``max_steps``). ``budgets`` replaces the config's."""
     tokens_per_step = cfg.seq_len * cfg.batch_size
     plan = []
-    for b in cfg.budgets:
+    for b in (cfg.budgets if budgets is None else budgets):
         for s in cfg.sizes:
             n = size_params(s, vocab_size, cfg.param_count)
             steps = max(1, round(tokens_for_budget(b, n) / tokens_per_step))
@@ -257,19 +259,20 @@ def run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
         return _run_scaling(cfg, out_dir)
 
 
-def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
+def _train_plan(cfg: ScalingConfig, run, budgets: Sequence[float] | None
+                ) -> tuple[list[dict[str, Any]], list, int]:
+    """Train (or read back) every run of the sweep at ``budgets`` (None: the config's) in
+    ``run``'s folder: the points, the evaluation problems and the vocabulary size."""
     from reasonlab.llama.pretrain import PretrainConfig, pretrain
     from reasonlab.llama.tokenizer import load_or_train_tokenizer
-    from reasonlab.runs import Run, atomic_write_json, finished_results
+    from reasonlab.runs import atomic_write_json, finished_results
 
-    run = Run(out_dir, cfg, cfg.seed, name="scaling")
-    t0 = time.time()
     train_texts, val_texts = load_texts(cfg)
     tokenizer = load_or_train_tokenizer(run.path("tokenizer"), train_texts,
                                         vocab_size=cfg.vocab_size, digits=cfg.digits)
     vocab = len(tokenizer)
     problems = eval_problems(cfg, train_texts) if cfg.eval_problems else []
-    plan = plan_sweep(cfg, vocab)
+    plan = plan_sweep(cfg, vocab, budgets)
     todo = [p for p in plan if not p["skip"]]
     for p in plan:
         if p["skip"]:
@@ -316,6 +319,28 @@ def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
                  p["budget"], p["size"], n, p["steps"], res["val_loss"],
                  f" answer NLL {point['answer_nll']:.3f} acc {point['accuracy']:.3f}"
                  if "answer_nll" in point else "")
+
+    return points, problems, vocab
+
+
+def train_budget(cfg: ScalingConfig, out_dir: str | Path, budget: float) -> list[dict[str, Any]]:
+    """The sweep's sizes trained at one more ``budget`` (those within ``min_steps`` and
+    ``max_steps``), as points of the same form; resumable like the sweep."""
+    from reasonlab.device import torch_threads
+    from reasonlab.runs import Run
+
+    check_range("budget", budget, 0.0, None, lo_open=True)
+    with torch_threads(cfg.threads):
+        run = Run(out_dir, cfg, cfg.seed, name="scaling")
+        return _train_plan(cfg, run, [budget])[0]
+
+
+def _run_scaling(cfg: ScalingConfig, out_dir: str | Path) -> dict[str, Any]:
+    from reasonlab.runs import Run
+
+    run = Run(out_dir, cfg, cfg.seed, name="scaling")
+    t0 = time.time()
+    points, problems, vocab = _train_plan(cfg, run, None)
 
     label = cfg.param_count.replace("_", "-")
     results = {"param_count": cfg.param_count, "budgets": [float(b) for b in cfg.budgets],
