@@ -39,6 +39,8 @@ def main() -> None:
                     help="a forecast check beyond the sweep: predict budget C from every stored "
                          "point (written to the result file first), then train the sizes at C "
                          "and compare")
+    ap.add_argument("--no-train", action="store_true",
+                    help="with --check-budget: write the forecast only (train later)")
     args = ap.parse_args()
 
     import logging
@@ -50,7 +52,7 @@ def main() -> None:
     if args.reanalyze:
         return reanalyze(args.set)
     if args.check_budget:
-        return check_budget(args.check_budget, args.set, args.out)
+        return check_budget(args.check_budget, args.set, args.out, train=not args.no_train)
     cfg_path = ROOT / "configs" / "scaling_quick.yaml" if args.quick else None
     sets = list(args.set) + ([f"threads={args.threads}"] if args.threads is not None else [])
     cfg = load_config(ScalingConfig, cfg_path, sets)
@@ -126,7 +128,7 @@ def reanalyze(sets: list[str]) -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
-def check_budget(budget: float, sets: list[str], out: str | None) -> None:
+def check_budget(budget: float, sets: list[str], out: str | None, train: bool = True) -> None:
     """Pre-registered forecast check: both loss forecasts at ``budget`` from all the stored points
     go into ``forecast_check`` of the result file before any training; then the sweep's sizes are
     trained at ``budget`` (resumable) and the measurement is added beside the forecast."""
@@ -163,6 +165,8 @@ def check_budget(budget: float, sets: list[str], out: str | None) -> None:
     print(f"forecast at C = {budget:.3g}: envelope {check['envelope']['loss_predicted']:.4f} "
           f"{check['envelope']['loss_ci95']} ({check['envelope']['size']}), power law "
           f"{check['power_law']['loss_predicted']:.4f}; written to {path.relative_to(ROOT)}")
+    if not train:
+        return
     run_dir = Path(out) if out else ROOT / "runs" / f"bench_scaling_check_{budget:.3g}"
     pts = train_budget(cfg, run_dir, budget)
     check["points"] = pts

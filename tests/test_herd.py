@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reasonlab.config import load_config, to_dict
-from reasonlab.models.herd import (BEST, HERD, HERD_SKILLS, PARTLY_RIGHT, SEED_REPLICAS,
+from reasonlab.models.herd import (BEST, FIRST_HERD_STEPS, HERD, HERD_SKILLS, PARTLY_RIGHT, SEED_REPLICAS,
                                    first_herd_name, seed_replica)
 from reasonlab.models.recipes import get_recipe
 from reasonlab.solver import SolverConfig
@@ -48,6 +48,10 @@ def test_first_herd_differs_only_in_vocabulary_rows_and_precision(name):
     assert (old.pop("vocab_size"), new.pop("vocab_size")) == (272, 512)
     assert (old["sft"].pop("seq_len"), new["sft"].pop("seq_len")) == (384, 256)
     assert (old["sft"].pop("precision"), new["sft"].pop("precision")) == ("auto", "bf16")
+    steps = new["sft"]["max_steps"]
+    assert old["sft"].pop("max_steps") == FIRST_HERD_STEPS.get(name, steps)
+    new["sft"].pop("max_steps")
+    old["sft"].pop("warmup_steps"), new["sft"].pop("warmup_steps")
     assert old == new
 
 
