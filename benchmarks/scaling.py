@@ -103,27 +103,34 @@ def main() -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
-def reanalyze(sets: list[str]) -> None:
-    """The held-out check again on the stored points (same config, plus ``--set`` overrides)."""
+def stored_result(sets: list[str]):
+    """The result file's path, its contents and its sweep config with ``--set`` overrides."""
     import json
 
-    from reasonlab.config import from_dict, to_dict
-    from reasonlab.llama.scaling import ScalingConfig, heldout_check
+    from reasonlab.config import from_dict, parse_overrides
+    from reasonlab.llama.scaling import ScalingConfig
 
     path = ROOT / "benchmarks" / "results" / "scaling.json"
-    old = json.loads(path.read_text())
-    cfg_map = dict(old["config"])
-    for kv in sets:
-        k, _, v = kv.partition("=")
-        cfg_map[k] = type(cfg_map[k])(v) if k in cfg_map and not isinstance(cfg_map[k], bool) else v
-    cfg = from_dict(ScalingConfig, cfg_map)
+    res = json.loads(path.read_text())
+    return path, res, from_dict(ScalingConfig, {**res["config"], **parse_overrides(sets)})
+
+
+def reanalyze(sets: list[str]) -> None:
+    """The held-out check again on the stored points (same config, plus ``--set`` overrides)."""
+    from reasonlab.config import to_dict
+    from reasonlab.llama.scaling import heldout_check
+
+    path, old, cfg = stored_result(sets)
     plot = ROOT / "benchmarks" / "results" / "scaling_forecast.png"
     h = heldout_check(cfg, old["points"], old.get("n_eval_problems") or 0, plot)
     new = {**old, **heldout_keys(h), "config": to_dict(cfg),
            "reanalyzed": {"command": "python benchmarks/scaling.py --reanalyze"
                           + "".join(f" --set {kv}" for kv in sets),
                           "measured_by": old.get("command")}}
-    new["reanalyzed"].update(measured_date=old.get("date"), measured_machine=old.get("machine"))
+    first = old.get("reanalyzed") or {}  # a second reanalysis keeps where the runs were measured
+    new["reanalyzed"].update(measured_by=first.get("measured_by", old.get("command")),
+                             measured_date=first.get("measured_date", old.get("date")),
+                             measured_machine=first.get("measured_machine", old.get("machine")))
     write_result("scaling", new)
     print(f"wrote {path.relative_to(ROOT)}")
 
@@ -133,20 +140,11 @@ def check_budget(budget: float, sets: list[str], out: str | None, train: bool = 
     go into ``forecast_check`` of the result file before any training; then the sweep's sizes are
     trained at ``budget`` (resumable) and the measurement is added beside the forecast."""
     import datetime as dt
-    import json
 
-    from reasonlab.config import from_dict
-    from reasonlab.llama.scaling import (ScalingConfig, envelope_forecast, fit_isoflop,
-                                         fit_power_law, train_budget)
+    from reasonlab.llama.scaling import envelope_forecast, fit_isoflop, fit_power_law, train_budget
     from reasonlab.runs import atomic_write_json
 
-    path = ROOT / "benchmarks" / "results" / "scaling.json"
-    res = json.loads(path.read_text())
-    cfg_map = dict(res["config"])
-    for kv in sets:
-        k, _, v = kv.partition("=")
-        cfg_map[k] = type(cfg_map[k])(v) if k in cfg_map and not isinstance(cfg_map[k], bool) else v
-    cfg = from_dict(ScalingConfig, cfg_map)
+    path, res, cfg = stored_result(sets)
     check = res.get("forecast_check") or {}
     if check.get("budget") != budget:
         env = envelope_forecast(res["points"], budget, seed=cfg.seed)
