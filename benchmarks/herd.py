@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import print_table, write_result  # noqa: E402
 
-HERD = ["herd-xs", "herd-s", "herd-m", "herd-l"]
-SEED_REPLICAS = [1, 2]
+from reasonlab.models.herd import BEST, HERD as HERD_RECIPES, SEED_REPLICAS  # noqa: E402
+
+HERD = list(HERD_RECIPES)
 
 
 def model_record(name: str, micro: bool) -> tuple[dict, list[dict]]:
@@ -124,8 +125,6 @@ def main() -> None:
 
     best = max(models, key=lambda n: models[n]["acc_1skill"] or 0.0)
     acc1 = [m["acc_1skill"] for m in models.values() if m["acc_1skill"] is not None]
-    from reasonlab.models.herd import BEST
-
     # the seeds of the herd's best recipe (herd-l, the strongest member by construction)
     seeds = best_seeds(BEST, args.seeds, models[BEST], args.quick) if BEST in models else None
     top = seeds or {k: {"mean": models[best][k]} for k in ("acc_1skill", "acc_2skill")}

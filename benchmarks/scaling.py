@@ -123,14 +123,13 @@ def reanalyze(sets: list[str]) -> None:
     path, old, cfg = stored_result(sets)
     plot = ROOT / "benchmarks" / "results" / "scaling_forecast.png"
     h = heldout_check(cfg, old["points"], old.get("n_eval_problems") or 0, plot)
+    first = old.get("reanalyzed") or {}  # a second reanalysis keeps where the runs were measured
     new = {**old, **heldout_keys(h), "config": to_dict(cfg),
            "reanalyzed": {"command": "python benchmarks/scaling.py --reanalyze"
                           + "".join(f" --set {kv}" for kv in sets),
-                          "measured_by": old.get("command")}}
-    first = old.get("reanalyzed") or {}  # a second reanalysis keeps where the runs were measured
-    new["reanalyzed"].update(measured_by=first.get("measured_by", old.get("command")),
-                             measured_date=first.get("measured_date", old.get("date")),
-                             measured_machine=first.get("measured_machine", old.get("machine")))
+                          "measured_by": first.get("measured_by", old.get("command")),
+                          "measured_date": first.get("measured_date", old.get("date")),
+                          "measured_machine": first.get("measured_machine", old.get("machine"))}}
     write_result("scaling", new)
     print(f"wrote {path.relative_to(ROOT)}")
 
@@ -152,8 +151,7 @@ def check_budget(budget: float, sets: list[str], out: str | None, train: bool = 
         law = fit_power_law([o["budget"] for o in opt], [o["loss_opt"] for o in opt])
         check = {"budget": budget, "fit_budgets": sorted({p["budget"] for p in res["points"]}),
                  "predicted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                 "envelope": {"loss_predicted": env.value, "loss_ci95": env.ci95, "size": env.size,
-                              "per_size": env.per_size},
+                 "envelope": env.loss_dict(),
                  "power_law": {"loss_predicted": float(law(budget))},
                  "status": "predicted",
                  "command": "python benchmarks/scaling.py --check-budget "

@@ -476,8 +476,7 @@ def heldout_check(cfg: ScalingConfig, points: list[dict[str, Any]], n_problems: 
     fit_pts = [p for p in points if p["budget"] in set(cs)]
     try:
         env = envelope_forecast(fit_pts, c_h, seed=cfg.seed)
-        out["envelope"] = {"loss_predicted": env.value, "loss_ci95": env.ci95, "size": env.size,
-                           "per_size": env.per_size}
+        out["envelope"] = env.loss_dict()
         if n_problems:
             nll = envelope_forecast([p for p in fit_pts if p["size"] == env.size], c_h,
                                     key="answer_nll", seed=cfg.seed)

@@ -456,8 +456,10 @@ class EnvelopeForecast:
     size: str                          # the size that attains it
     per_size: dict[str, dict[str, Any]]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"budget": self.budget, "value": self.value, "ci95": self.ci95, "size": self.size,
+    def loss_dict(self) -> dict[str, Any]:
+        """As a loss forecast in the result files: ``loss_predicted``, ``loss_ci95``, ``size``,
+        ``per_size``."""
+        return {"loss_predicted": self.value, "loss_ci95": self.ci95, "size": self.size,
                 "per_size": self.per_size}
 
 

@@ -70,12 +70,16 @@ BEST = "herd-l"
 SEED_REPLICAS = (1, 2)
 
 
+def _sft(name: str, steps: int) -> dict[str, Any]:
+    """The SFT keys of herd member ``name`` trained ``steps`` steps."""
+    preset, _, batch = HERD[name]
+    return {"preset": preset, "max_steps": steps, "batch_size": batch,
+            "warmup_steps": min(100, steps // 10)}
+
+
 def herd_config(name: str, seed: int = 0) -> dict[str, Any]:
     """The config mapping of herd member ``name`` (trained with ``seed``)."""
-    preset, steps, batch = HERD[name]
-    return merge(merge(SKILLS6, FAST), {"seed": seed, "sft": {
-        "preset": preset, "max_steps": steps, "batch_size": batch,
-        "warmup_steps": min(100, steps // 10)}})
+    return merge(merge(SKILLS6, FAST), {"seed": seed, "sft": _sft(name, HERD[name][1])})
 
 
 def seed_replica(name: str, seed: int) -> str:
@@ -83,7 +87,7 @@ def seed_replica(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}-seed{seed}"
 
 
-MICRO_HERD = merge(MICRO6, {"vocab_size": 512, "sft": {"seq_len": 256, "precision": "bf16"}})
+MICRO_HERD = merge(MICRO6, FAST)
 
 for _name, (_preset, _steps, _) in HERD.items():
     solver_recipe(_name, herd_config(_name),
@@ -93,15 +97,13 @@ for _seed in SEED_REPLICAS:
                   f"{BEST} trained with seed {_seed} (a seed replica, outside the herd's table)",
                   micro=merge(MICRO_HERD, {"seed": _seed}))
 
+
 # The first herd (byte-level 272-token vocabulary, 384-token rows, fp32): the same members before
 # the faster form above. Kept under ``herd1-*`` for the results measured on it (B-LoRA, NTKEval,
 # the L3RS LM setting, the skill labels, the multimodal solver and the herd-l MCTS-DPO run).
 def first_herd_config(name: str) -> dict[str, Any]:
     """The config mapping of ``name`` in the first herd."""
-    preset, steps, batch = HERD[name]
-    steps = FIRST_HERD_STEPS.get(name, steps)
-    return merge(SKILLS6, {"sft": {"preset": preset, "max_steps": steps, "batch_size": batch,
-                                   "warmup_steps": min(100, steps // 10)}})
+    return merge(SKILLS6, {"sft": _sft(name, FIRST_HERD_STEPS.get(name, HERD[name][1]))})
 
 
 def first_herd_name(name: str) -> str:
@@ -111,8 +113,8 @@ def first_herd_name(name: str) -> str:
 
 for _name, (_preset, _steps, _) in HERD.items():
     solver_recipe(first_herd_name(_name), first_herd_config(_name),
-                  f"the first herd's {_name} (byte-level vocabulary, fp32), {_preset}, {_steps} "
-                  "SFT steps", micro=MICRO6)
+                  f"the first herd's {_name} (byte-level vocabulary, fp32), {_preset}, "
+                  f"{FIRST_HERD_STEPS.get(_name, _steps)} SFT steps", micro=MICRO6)
 
 # A partly-right policy for the MCTS-DPO benchmark: the first herd's herd-l stopped at 1800 SFT
 # steps. Not a herd member, so the herd's table and CPU budget leave it out.
