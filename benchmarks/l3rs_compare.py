@@ -94,8 +94,11 @@ def _meta_cfg(config_file: Path, sets: list[str]) -> MetaTrainConfig:
     return load_config(MetaTrainConfig, config_file, sets)
 
 
-def _lm_env(skill: str = "avg") -> EnvSpec:
-    return EnvSpec("lm", {"model": "herd1-xs", "skill": skill, "n_train": 256, "n_val": 64,
+LM_MODEL = "herd-xs"  # the LM setting's pretrained model (the first herd's herd1-xs before)
+
+
+def _lm_env(skill: str = "avg", model: str = LM_MODEL) -> EnvSpec:
+    return EnvSpec("lm", {"model": model, "skill": skill, "n_train": 256, "n_val": 64,
                           "n_test": 64, "batch_size": 8})
 
 
@@ -204,9 +207,10 @@ def _lm_meta_cfg(args, learner: str = "l3rs") -> MetaTrainConfig:
             f"es.pairs={args.lm_pairs}", f"es.horizon={args.lm_horizon}",
             "es.train_seeds=[0,1,2,3]", f"learner={learner}"]
     if learner == "l3rs":  # λ at zero meta-parameters, and the ES step, for a pretrained LM
-        sets += [f"l3rs.base_lr={args.lm_base_lr}", f"es.lr={args.lm_es_lr}"]
+        sets += [f"l3rs.base_lr={args.lm_base_lr}", f"es.lr={args.lm_es_lr}",
+                 f"l3rs.step_scale={args.lm_step_scale}"]
     cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", sets)
-    cfg.env = _lm_env()
+    cfg.env = _lm_env(model=args.lm_model)
     return cfg
 
 
@@ -227,10 +231,11 @@ def stage_lm(args, out: Path, results_path: Path) -> None:
     block = _compare_block(cmp, "l3rs", settings)
     main_ = block["main"]
     _update(results_path, lm={**main_, "n_seeds": len(seeds), "unseen_skill": block["unseen_skill"],
-                              "model": "herd1-xs", "skill": "avg", "unseen_skill_name": "perim",
+                              "model": args.lm_model, "skill": "avg", "unseen_skill_name": "perim",
                               "inner_steps": cfg.es.horizon, "es_steps": cfg.es.steps,
                               "es_pairs": cfg.es.pairs, "tune_budget": cmp["tune_budget"],
-                              "base_lr": cfg.l3rs.base_lr, "es_lr": cfg.es.lr,
+                              "base_lr": cfg.l3rs.base_lr, "step_scale": cfg.l3rs.step_scale,
+                              "es_lr": cfg.es.lr,
                               "table": {st: cmp["settings"][st]["optimizers"] for st in settings}})
     print_table([(st, f"{100 * v['train_loss_reduction_vs_best_baseline']:+.1f}%",
                   v["wilcoxon_p"], f"{v['test_acc_delta_vs_best_baseline']:+.2f}",
@@ -308,8 +313,12 @@ def main() -> None:
     ap.add_argument("--lm-es-steps", type=int, default=20)
     ap.add_argument("--lm-pairs", type=int, default=4)
     ap.add_argument("--lm-horizon", type=int, default=40)
-    ap.add_argument("--lm-base-lr", type=float, default=1e-3,
-                    help="L3RS step size at zero meta-parameters on the LM (digits: 0.01)")
+    ap.add_argument("--lm-model", default=LM_MODEL, help="the LM setting's model-cache recipe")
+    ap.add_argument("--lm-base-lr", type=float, default=0.01,
+                    help="L3RS step size at zero meta-parameters on the LM, relative to each "
+                         "tensor's weight RMS under the default --lm-step-scale")
+    ap.add_argument("--lm-step-scale", default="weight_rms", choices=["absolute", "weight_rms"],
+                    help="L3RS step sizes on the LM: absolute, or relative to the weight RMS")
     ap.add_argument("--lm-es-lr", type=float, default=0.05, help="ES Adam step on the LM")
     ap.add_argument("--no-lm", action="store_true", help="step_time: digits only")
     ap.add_argument("--no-progress", action="store_true")

@@ -120,7 +120,12 @@ def test_momentum_and_adam_directions_on_chosen_gradients():
         torch.testing.assert_close(got, x, rtol=0, atol=1e-13)
 
 
-def test_state_features_from_loss_and_gradient_emas():
+def test_state_features_from_loss_and_gradient_emas(monkeypatch):
+    """ψ as the NumPy path computes it (the fused kernel's path is held to the same steps by
+    test_optim_l3rs.py::test_fused_kernels_take_the_numpy_paths_steps)."""
+    import reasonlab.optim.l3rs as l3rs_mod
+
+    monkeypatch.setattr(l3rs_mod, "_FUSED", False)
     cfg = L3RSConfig(directions=["sgd"], normalize="none", base_lr=0.1, ema_decays=[0.5, 0.9, 0.99])
     p = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
     opt = L3RS([p], MetaModel(cfg, 1))

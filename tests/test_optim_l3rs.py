@@ -279,3 +279,56 @@ def test_small_model_numpy_path_equals_the_torch_path(directions, monkeypatch):
         assert (opt._np_rows is not None) == (numpy_max > 0)
     assert _max_diff(*trajs) < 1e-12
     assert _max_diff(trajs[0][:1], [[p.detach() for p in _net().parameters()]]) > 1e-3
+
+
+_PATH_CONFIGS = {
+    "four_directions": dict(directions=["sgd", "momentum", "adam", "sign"]),
+    "adam_rms": dict(directions=["adam", "rms"]),
+    "constant_step_uniform_mix": dict(step_mode="constant", mix_mode="uniform"),
+    "weight_rms_no_state": dict(step_scale="weight_rms", state_features=False),
+    "weight_rms_raw": dict(step_scale="weight_rms", normalize="none", base_lr=0.1),
+}
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("name", list(_PATH_CONFIGS))
+def test_fused_kernels_take_the_numpy_paths_steps(name, dtype, tol, monkeypatch):
+    """The fused CPU kernels (directions and norms in one pass, the coefficients, the update)
+    take the same steps as the NumPy path and the general torch path, for learned mixes and
+    step sizes, with a frozen tensor (meta-model rows by relative depth)."""
+    pytest.importorskip("numba")
+    import numpy as np
+
+    import reasonlab.optim.l3rs as l3rs_mod
+
+    cfg = L3RSConfig(**{"base_lr": 0.01, **_PATH_CONFIGS[name]})
+    theta = np.random.default_rng(5).normal(0, 0.3, MetaModel(cfg, 3).size)
+    trajs, lams = [], []
+    for fused, numpy_update in ((True, True), (False, True), (False, False)):
+        monkeypatch.setattr(l3rs_mod, "_FUSED", fused)
+        monkeypatch.setattr(l3rs_mod, "_NUMPY_UPDATE", numpy_update)
+        net = _net(dtype)
+        net[0].bias.requires_grad_(False)
+        opt = L3RS(net.parameters(), MetaModel(cfg, 3, theta))
+        trajs.append(_train(net, opt, 8, dtype))
+        lams.append(opt.last_coefficients)
+        assert opt._fused == fused
+    for other, (lam, mu) in zip(trajs[1:], lams[1:]):
+        assert _max_diff(trajs[0], other) < tol
+        assert torch.allclose(lams[0][0], lam, rtol=1e-9) and torch.allclose(lams[0][1], mu)
+    assert _max_diff(trajs[0][-1:], [[p.detach() for p in _net(dtype).parameters()]]) > 1e-3
+
+
+def test_fused_path_keeps_one_hot_mixes_exact(monkeypatch):
+    """A fixed one-hot mix on the fused path: unused directions get exactly zero weight, so the
+    step is normalized Adam alone (each tensor moves by λ in RMS)."""
+    pytest.importorskip("numba")
+    cfg = L3RSConfig(directions=["sgd", "adam", "sign"], normalize="rms", base_lr=0.01)
+    net = _net(torch.float32)
+    opt = L3RS(net.parameters(), MetaModel.fixed(cfg, 4, mix={"adam": 1.0}))
+    _train(net, opt, 2, torch.float32)
+    assert opt._fused
+    before = [p.detach().clone() for p in net.parameters()]
+    _train(net, opt, 1, torch.float32)
+    for p, p0 in zip(net.parameters(), before):
+        assert float((p.detach() - p0).pow(2).mean().sqrt()) == pytest.approx(0.01, rel=1e-4)

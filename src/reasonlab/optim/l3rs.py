@@ -38,10 +38,12 @@ import numpy as np
 import torch
 
 from reasonlab.config import ConfigError, check_choice, check_range
+from reasonlab.optim import l3rs_kernels as kernels
 
 DIRECTIONS = ("sgd", "momentum", "adam", "sign", "rms")
 TIME_FEATURES = ("absolute", "progress", "both")
 STEP_MODES = ("layerwise", "constant")  # constant: one learned scalar, no features
+STEP_SCALES = ("absolute", "weight_rms")  # weight_rms: λ is relative to the tensor's weight RMS
 MIX_MODES = ("layerwise", "uniform")  # uniform: fixed equal weights
 STATE_FEATURE_NAMES = ("loss_fast_mid", "loss_mid_slow", "loss_vs_start",
                        "grad_fast_mid", "grad_mid_slow", "grad_vs_start", "weight_vs_start")
@@ -60,6 +62,7 @@ class L3RSConfig:
     horizon: int = 100  # T for the "progress" features only
     state_features: bool = True
     step_mode: str = "layerwise"
+    step_scale: str = "absolute"
     mix_mode: str = "layerwise"
     ema_decays: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.99])
     momentum: float = 0.9  # heavy-ball β
@@ -82,6 +85,7 @@ class L3RSConfig:
             check_range("time_scales", s, 0.0, None, lo_open=True)
         check_range("horizon", self.horizon, 1)
         check_choice("step_mode", self.step_mode, STEP_MODES)
+        check_choice("step_scale", self.step_scale, STEP_SCALES)
         check_choice("mix_mode", self.mix_mode, MIX_MODES)
         if len(self.ema_decays) != 3:
             raise ConfigError("config key 'ema_decays' must hold 3 decays (fast, mid, slow)")
@@ -420,6 +424,29 @@ class L3RS(torch.optim.Optimizer):
             self._np_coef = np.zeros((len(sizes), rows2d.shape[0]), dtype=np_dtype)
             self._segments = [(int(o), int(o + k)) for o, k in
                               zip(np.cumsum([0] + sizes[:-1]), sizes)]
+        # small CPU models: the fused kernels (one pass for the directions and the norms, one
+        # for the update); the weights are copied into a flat buffer for their norms
+        self._fused = (self._np_rows is not None and _FUSED and kernels.AVAILABLE
+                       and total <= _FUSED_MAX)
+        if self._fused:
+            empty = np.zeros(0, dtype=np_dtype)
+            self._kern_states = [self._flat[b].numpy() if b in self._flat else empty
+                                 for b in ("exp_avg", "exp_avg_sq", "lion_avg", "rms_avg_sq")]
+            need_w = c.state_features or c.step_scale == "weight_rms"
+            self._flat["weights"] = ref.new_empty(total if need_w else 0)
+            self._views["weights"] = views(self._flat["weights"]) if need_w else None
+            ends = np.cumsum(sizes).astype(np.int64)
+            self._kern_bounds = (ends - np.array(sizes, dtype=np.int64), ends)
+            self._kern_sq = np.zeros((rows2d.shape[0] + 1, len(sizes)))
+            self._np_dtype = np_dtype
+            rows = np.asarray([r for r, p in zip(self._rows, (q for g in self.param_groups
+                                                              for q in g["params"]))
+                               if id(p) in set(map(id, params))], dtype=np.int64)
+            self._kern_coef = {
+                "rows": rows, "loss_f": np.zeros(3), "dir_row": np.asarray(self._dir_row),
+                "decays": np.asarray(c.ema_decays if c.state_features else [], dtype=np.float64),
+                "lam": np.zeros(n), "mu": np.zeros((n, len(c.directions))),
+                "empty1": np.zeros(0), "empty2": np.zeros((0, 0)), "empty3": np.zeros((0, 0, 0))}
         # state features: per tensor [grad-norm EMA fast, mid, slow, ‖g₀‖, ‖w₀‖] (float64 rows;
         # state["features"] views them); rows of tensors without them start on their next step
         feats = torch.zeros(n, 5, dtype=torch.float64)
@@ -547,6 +574,48 @@ class L3RS(torch.optim.Optimizer):
                 raise ValueError(name)
         return scale
 
+    def _fused_directions(self, t: int, need: Sequence[bool]) -> np.ndarray:
+        """:meth:`_directions` and the per-tensor squared norms of every row and of the weights
+        (into ``self._kern_sq``) in one call of the fused kernel."""
+        c, d, dt = self.config, self.config.directions, self._np_dtype
+        scale = np.ones(len(d))
+        row = {name: (self._dir_row[k] if need[k] else -1) for k, name in enumerate(d)}
+        b1, b2 = c.betas
+        sbc2 = math.sqrt(1 - b2 ** (t + 1))
+        if "adam" in d and need[d.index("adam")]:
+            scale[d.index("adam")] = sbc2 / (1 - b1 ** (t + 1))
+        l1, l2 = c.lion_betas
+        m, v, lm, vr = self._kern_states
+        w = self._flat["weights"]
+        kernels.directions_and_norms(
+            self._np_rows, self._dir_row[d.index("momentum")] if "momentum" in d else -1,
+            row.get("adam", -1), row.get("sign", -1), row.get("rms", -1), m, v, lm, vr,
+            w.numpy(), *self._kern_bounds, self._kern_sq, dt(c.momentum), dt(1 - b1), dt(b2),
+            dt(1 - b2), dt(c.eps * sbc2), dt(1 - l1), dt(1 - l2), dt(c.rms_beta),
+            dt(1 - c.rms_beta), dt(1 - c.rms_beta ** (t + 1)), dt(c.eps))
+        return scale
+
+    def _fused_coefficients(self, t: int, norms: np.ndarray, wns: np.ndarray | None,
+                            scale: np.ndarray, used: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+        """State features, λ, μ and the update's coefficients (into ``self._np_coef``) in one
+        kernel call; the step's NumPy path computes the same."""
+        c, k = self.config, self._kern_coef
+        sl = self.meta._np_slices()
+        glob = self._global
+        le, l0 = glob["loss_ema"], glob["loss0"]
+        loss_f = k["loss_f"]
+        loss_f[:] = ((0.0, 0.0, 0.0) if le is None else
+                     (_logratio(le[0], le[1]), _logratio(le[1], le[2]), _logratio(le[1], l0)))
+        kernels.coefficients(
+            norms[0], k["empty1"] if wns is None else wns, self._feats.numpy(), k["decays"],
+            loss_f, k["rows"], _time_basis_np(c, t, self.horizon),
+            sl.get("step_table", k["empty2"]), sl.get("step_state", k["empty1"]),
+            float(sl["log_step"][0]) if "log_step" in sl else 0.0,
+            sl.get("mix_table", k["empty3"]), sl.get("mix_state", k["empty2"]), c.base_lr,
+            c.step_scale == "weight_rms", c.normalize == "rms", norms, k["dir_row"], scale,
+            np.asarray(used), self._sqrt_numel, c.eps, k["lam"], k["mu"], self._np_coef)
+        return k["lam"], k["mu"]
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:
         if closure is not None:
@@ -577,17 +646,35 @@ class L3RS(torch.optim.Optimizer):
         params, n = self._params, len(self._params)
         torch._foreach_copy_(self._views["grad"], [p.grad for p in params])
         used = self._used_directions()
-        scale = self._directions(t, used)
         rows2d = self._rows2d
-        # every per-tensor norm this step needs: one reduction over the rows (the gradient
-        # first), one foreach pass over the parameters
-        norms = (self._segment_norms(rows2d) if c.state_features or c.normalize == "rms"
-                 else None)
-        psi = None
+        need_w = c.state_features or c.step_scale == "weight_rms"
+        norms = wns = psi = None
+        if self._fused:  # directions and every norm in one kernel call
+            if need_w:
+                torch._foreach_copy_(self._views["weights"], params)
+            scale = self._fused_directions(t, used)
+            sq = np.sqrt(self._kern_sq)
+            norms, wns = sq[:-1], sq[-1]
+        else:
+            scale = self._directions(t, used)
+            # every per-tensor norm this step needs: one reduction over the rows (the gradient
+            # first), one foreach pass over the parameters
+            if c.state_features or c.normalize == "rms":
+                norms = self._segment_norms(rows2d)
+            if need_w:
+                wns = torch.stack(torch._foreach_norm(params)).double().cpu().numpy()
+        if self._fused and (self._fresh is None or not c.state_features):
+            lam, mu = self._fused_coefficients(t, norms, wns, scale, used)
+            self._last = (lam, mu)
+            kernels.mix_update(self._np_coef, self._np_rows, *self._kern_bounds, self._np_update)
+            torch._foreach_sub_(params, self._views["update"])
+            return loss
         if c.state_features:
-            wns = torch.stack(torch._foreach_norm(params)).double().cpu().numpy()
             psi = self._state_features(norms[0], wns)
         lam, mu = self.meta.coefficients_np(_time_basis_np(c, t, self.horizon), psi, self._row_arg)
+        if c.step_scale == "weight_rms":  # λ relative to each tensor's weight RMS (1 where 0)
+            rms_w = wns / self._sqrt_numel
+            lam = lam * np.where(rms_w > 0, rms_w, 1.0)
         self._last = (lam, mu)
         coef = (mu * scale).T * lam  # [P, n]: λ·μ per direction (and Adam's bias correction)
         if c.normalize == "rms":
@@ -598,8 +685,11 @@ class L3RS(torch.optim.Optimizer):
             cn, x, u = self._np_coef, self._np_rows, self._np_update
             cn.fill(0.0)
             cn[:, self._dir_row] = coef.T
-            for i, (a, b) in enumerate(self._segments):
-                np.matmul(cn[i], x[:, a:b], out=u[a:b])
+            if self._fused:
+                kernels.mix_update(cn, x, *self._kern_bounds, u)
+            else:
+                for i, (a, b) in enumerate(self._segments):
+                    np.matmul(cn[i], x[:, a:b], out=u[a:b])
         else:
             g = rows2d[0]
             coef_el = torch.from_numpy(coef).to(g.device, g.dtype).repeat_interleave(
@@ -616,7 +706,8 @@ class L3RS(torch.optim.Optimizer):
     def last_coefficients(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(λ [n], μ [n, P]) of the last step as float64 tensors (None before the first)."""
         last = self._last
-        return None if last is None else (torch.from_numpy(last[0]), torch.from_numpy(last[1]))
+        return None if last is None else (torch.from_numpy(last[0].copy()),
+                                          torch.from_numpy(last[1].copy()))
 
 
 def _logratio(a: float, b: float | None, scale: float = 1.0) -> float:
@@ -631,3 +722,5 @@ _RATIO_NUM, _RATIO_DEN = [0, 1, 1, 5], [1, 2, 3, 4]  # columns of [EMA ×3, ‖g
 _NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 _NUMPY_NORM_MAX = 1 << 16  # elements: above this the foreach norm is faster on the CPU
 _NUMPY_UPDATE = True  # the NumPy update on the CPU (False: the general torch path, for tests)
+_FUSED = True  # the fused kernels on the CPU when numba is installed (False: NumPy/torch)
+X
