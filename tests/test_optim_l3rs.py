@@ -332,3 +332,27 @@ def test_fused_path_keeps_one_hot_mixes_exact(monkeypatch):
     _train(net, opt, 1, torch.float32)
     for p, p0 in zip(net.parameters(), before):
         assert float((p.detach() - p0).pow(2).mean().sqrt()) == pytest.approx(0.01, rel=1e-4)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_weight_rms_step_moves_each_tensor_by_lambda_times_its_weight_rms(fused, monkeypatch):
+    """``step_scale: weight_rms``: with a one-hot normalized Adam mix each tensor moves by
+    base_lr × its weight RMS (a tensor of zeros by base_lr, as in absolute mode)."""
+    import reasonlab.optim.l3rs as l3rs_mod
+
+    monkeypatch.setattr(l3rs_mod, "_FUSED", fused)
+    cfg = L3RSConfig(directions=["adam", "sgd"], normalize="rms", base_lr=0.02,
+                     step_scale="weight_rms")
+    net = _net()
+    with torch.no_grad():
+        net[2].bias.zero_()
+    opt = L3RS(net.parameters(), MetaModel.fixed(cfg, 4, mix={"adam": 1.0}))
+    for _ in range(3):
+        before = [p.detach().clone() for p in net.parameters()]
+        _train(net, opt, 1)
+        for p, p0 in zip(net.parameters(), before):
+            w_rms = float(p0.pow(2).mean().sqrt())
+            moved = float((p.detach() - p0).pow(2).mean().sqrt())
+            assert moved == pytest.approx(0.02 * (w_rms if w_rms > 0 else 1.0), rel=1e-6)
+    with pytest.raises(ConfigError, match="step_scale"):
+        L3RSConfig(step_scale="relative")

@@ -6,8 +6,10 @@ For every parameter tensor (a "layer") l at step t the update is
 
 where d̂_{l,p} is the direction of base optimizer p (SGD, heavy-ball momentum, Adam, Lion-style
 sign, RMSprop-style RMS), normalized per tensor to unit RMS so that the mix is scale-free;
-λ_l(t) = base_lr · exp(z_l,0) is a per-layer step size and μ_l(t) = softmax(z_l,1..P) the mixing
-weights. ``z`` is a small learned *linear* function (:class:`MetaModel`) of
+λ_l(t) = base_lr · exp(z_l,0) is a per-layer step size (``step_scale="weight_rms"`` multiplies it
+by the tensor's weight RMS, as LARS/LAMB's trust ratio does, so one base_lr suits the layers of a
+pretrained model at every scale) and μ_l(t) = softmax(z_l,1..P) the mixing weights. ``z`` is a
+small learned *linear* function (:class:`MetaModel`) of
 
 * time features ``φ(t)``: a constant plus ``exp(−t/τ)`` for a few absolute step time-scales τ
   (``time_features="absolute"``, the default: they extrapolate to any horizon, tending to a
@@ -62,7 +64,7 @@ class L3RSConfig:
     horizon: int = 100  # T for the "progress" features only
     state_features: bool = True
     step_mode: str = "layerwise"
-    step_scale: str = "absolute"
+    step_scale: str = "absolute"  # "weight_rms": λ relative to each tensor's weight RMS
     mix_mode: str = "layerwise"
     ema_decays: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.99])
     momentum: float = 0.9  # heavy-ball β
