@@ -41,6 +41,7 @@ import torch
 import numpy as np
 
 from reasonlab.config import load_config
+from reasonlab.optim import l3rs_kernels as kernels
 from reasonlab.optim.compare import SETTINGS, CompareConfig, paired_stats, run_compare
 from reasonlab.optim.envs import EnvSpec
 from reasonlab.optim.es import MetaTrainConfig, count_layers, load_meta_run, meta_train
@@ -120,11 +121,12 @@ def stage_step_time(args, out: Path, results_path: Path) -> None:
         if label == "lm" and args.no_lm:
             continue
         n = count_layers(env, 0)
-        meta_dir = out / "meta_l3rs"
-        if label == "digits" and (meta_dir / "meta.safetensors").exists():
+        meta_dir = out / ("meta_l3rs" if label == "digits" else "meta_l3rs_lm")
+        if (meta_dir / "meta.safetensors").exists():
             meta = load_meta_run(meta_dir)
-        else:
-            cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", [])
+        else:  # a random draw in the stage's own configuration
+            cfg = (_meta_cfg(ROOT / "configs" / "optimizer_full.yaml", []) if label == "digits"
+                   else _lm_meta_cfg(args))
             meta = MetaModel(cfg.l3rs, n)
             meta.theta.copy_(torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, meta.size)))
         times = step_times(env, {"adam": OptSpec("adam", {"lr": 1e-3}),
@@ -146,10 +148,12 @@ def stage_step_time(args, out: Path, results_path: Path) -> None:
                               "in the thread's CPU time (the *_wall keys: wall time, which on a "
                               "machine loaded with other jobs mostly measures waiting for a core), "
                               "Adam vs L3RS (4 normalized directions, state features) on the "
-                              "digits MLP (100-step runs, 15 repeats) and on herd-xs fine-tuning "
-                              "(20-step runs, 5 repeats); the machine is shared with other jobs, "
-                              "so the ratio varies from one measurement to the next")
+                              "digits MLP (100-step runs, 15 repeats; L3RS's fused kernels) and "
+                              f"on {LM_MODEL} fine-tuning (20-step runs, 5 repeats; the LM "
+                              "setting's L3RS configuration); the machine is shared with other "
+                              "jobs, so the ratio varies from one measurement to the next")
     keys["threads"] = args.threads
+    keys["fused_kernels"] = kernels.AVAILABLE
     _update(results_path, **keys)
     print_table(rows, ("environment", "adam CPU ms/step", "l3rs CPU ms/step", "step ratio",
                        "optimizer.step ratio", "wall ratio"))
