@@ -187,7 +187,8 @@ ENTRIES: list[Entry] = [
               f"; held-out C {d.get('heldout_budget', 0):.2g}: loss predicted "
               f"{n(d.get('heldout_loss_predicted'))} vs measured {n(d.get('heldout_loss_measured'))}, "
               f"accuracy predicted {iv(d.get('heldout_accuracy_predicted') or {}, 'value', 'ci95')} "
-              f"vs measured {n(d.get('heldout_accuracy_measured'))}" if d.get("heldout_budget") else ""),
+              f"vs measured {n(d.get('heldout_accuracy_measured'))}" if d.get("heldout_budget") else "")
+          + _forecast_check(d.get("forecast_check") or {}),
           "Llama 3 IsoFLOP fit and two-stage forecast (arXiv:2407.21783 §3.2.1)",
           "its own IsoFLOP minima; a held-out budget",
           "python benchmarks/scaling.py --quick"),
@@ -248,6 +249,16 @@ def scripts() -> list[str]:
 
 def result_files() -> list[Path]:
     return sorted(RESULTS.glob("*.json"))
+
+
+def _forecast_check(fc: dict) -> str:
+    """The scaling benchmark's pre-registered forecast, once measured."""
+    if fc.get("status") != "measured":
+        return ""
+    return (f"; pre-registered C {fc['budget']:.2g}: measured {fc['loss_measured']:.3f}, envelope "
+            f"{fc['envelope']['loss_predicted']:.3f} ({100 * fc['envelope']['loss_rel_error']:.1f}% "
+            f"off), power law {fc['power_law']['loss_predicted']:.3f} "
+            f"({100 * fc['power_law']['loss_rel_error']:.1f}% off)")
 
 
 def _generic(d: dict) -> str:
