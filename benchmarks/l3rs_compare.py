@@ -182,6 +182,10 @@ def stage_val_objective(args, out: Path, results_path: Path) -> None:
         sets.append("es.horizons=[" + ",".join(map(str, args.es_horizons)) + "]")
         variant += "+horizons=" + ",".join(map(str, args.es_horizons))
         tag += "_h" + "_".join(map(str, args.es_horizons))
+    for kv in args.meta_set:  # other meta-training settings (e.g. l3rs.state_features=false)
+        sets.append(kv)
+        variant += "+" + kv.split(".")[-1]
+        tag += "_" + "".join(ch if ch.isalnum() else "_" for ch in kv.split(".")[-1])
     cfg = _meta_cfg(ROOT / "configs" / f"optimizer_{name}.yaml", sets)
     meta_train(cfg, out / f"meta_l3rs_{tag}", progress=not args.no_progress)
     seeds = TEST_SEEDS[:args.seeds]
@@ -311,6 +315,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=16, help="paired test seeds of the new stages")
     ap.add_argument("--objective", default="val_final", choices=["val_final", "val_mean"],
                     help="val_objective: held-out loss at the end of the unroll, or along it")
+    ap.add_argument("--meta-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="val_objective: a meta-training config override for a variant "
+                         "(repeatable; named in the variant's key)")
     ap.add_argument("--es-horizons", type=int, nargs="+", default=None,
                     help="val_objective: meta-train over these unroll lengths (es.horizons; "
                          "the settings and the baselines' tuning keep the 100-step horizon)")

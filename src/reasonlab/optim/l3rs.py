@@ -338,7 +338,10 @@ class L3RS(torch.optim.Optimizer):
     For speed the base optimizers' states live in flat buffers over all tensors that have
     gradients (one op per direction instead of one per tensor); ``self.state[p]`` holds views into
     them, so ``state_dict``/``load_state_dict`` work per parameter as usual. All parameters must
-    share one device and dtype. Bias corrections use the optimizer's global step count.
+    share one device and dtype. Bias corrections use the optimizer's global step count. On small
+    CPU models (up to ``_FUSED_MAX`` elements, float32/64) the element-wise work and the
+    coefficients run in the fused kernels of :mod:`reasonlab.optim.l3rs_kernels` when numba is
+    installed: three compiled calls instead of some seventy small operations.
     """
 
     def __init__(self, params: Iterable[Any], meta: MetaModel, horizon: int | None = None):
@@ -441,11 +444,8 @@ class L3RS(torch.optim.Optimizer):
             self._kern_bounds = (ends - np.array(sizes, dtype=np.int64), ends)
             self._kern_sq = np.zeros((rows2d.shape[0] + 1, len(sizes)))
             self._np_dtype = np_dtype
-            rows = np.asarray([r for r, p in zip(self._rows, (q for g in self.param_groups
-                                                              for q in g["params"]))
-                               if id(p) in set(map(id, params))], dtype=np.int64)
             self._kern_coef = {
-                "rows": rows, "loss_f": np.zeros(3), "dir_row": np.asarray(self._dir_row),
+                "rows": np.arange(n), "loss_f": np.zeros(3), "dir_row": np.asarray(self._dir_row),
                 "decays": np.asarray(c.ema_decays if c.state_features else [], dtype=np.float64),
                 "lam": np.zeros(n), "mu": np.zeros((n, len(c.directions))),
                 "empty1": np.zeros(0), "empty2": np.zeros((0, 0)), "empty3": np.zeros((0, 0, 0))}
@@ -645,6 +645,8 @@ class L3RS(torch.optim.Optimizer):
                     if p.grad is not None]
             self._row_arg = (None if rows == list(range(self.meta.n_layers))
                              else np.array(rows, dtype=np.int64))
+            if self._fused:  # the meta-model row of each tensor
+                self._kern_coef["rows"] = np.array(rows, dtype=np.int64)
         params, n = self._params, len(self._params)
         torch._foreach_copy_(self._views["grad"], [p.grad for p in params])
         used = self._used_directions()
@@ -666,27 +668,27 @@ class L3RS(torch.optim.Optimizer):
             if need_w:
                 wns = torch.stack(torch._foreach_norm(params)).double().cpu().numpy()
         if self._fused and (self._fresh is None or not c.state_features):
-            lam, mu = self._fused_coefficients(t, norms, wns, scale, used)
-            self._last = (lam, mu)
-            kernels.mix_update(self._np_coef, self._np_rows, *self._kern_bounds, self._np_update)
-            torch._foreach_sub_(params, self._views["update"])
-            return loss
-        if c.state_features:
-            psi = self._state_features(norms[0], wns)
-        lam, mu = self.meta.coefficients_np(_time_basis_np(c, t, self.horizon), psi, self._row_arg)
-        if c.step_scale == "weight_rms":  # λ relative to each tensor's weight RMS (1 where 0)
-            rms_w = wns / self._sqrt_numel
-            lam = lam * np.where(rms_w > 0, rms_w, 1.0)
+            lam, mu = self._fused_coefficients(t, norms, wns, scale, used)  # into _np_coef
+            coef = None
+        else:
+            if c.state_features:
+                psi = self._state_features(norms[0], wns)
+            lam, mu = self.meta.coefficients_np(_time_basis_np(c, t, self.horizon), psi,
+                                                self._row_arg)
+            if c.step_scale == "weight_rms":  # λ relative to each tensor's weight RMS (1 if 0)
+                rms_w = wns / self._sqrt_numel
+                lam = lam * np.where(rms_w > 0, rms_w, 1.0)
+            coef = (mu * scale).T * lam  # [P, n]: λ·μ per direction (and Adam's bias correction)
+            if c.normalize == "rms":
+                coef = coef / (norms[self._dir_row] * scale[:, None] / self._sqrt_numel + c.eps)
+            if not all(used):  # rows of unused directions are stale: exactly zero weight
+                coef[~np.asarray(used)] = 0.0
+            if self._np_rows is not None:
+                self._np_coef.fill(0.0)
+                self._np_coef[:, self._dir_row] = coef.T
         self._last = (lam, mu)
-        coef = (mu * scale).T * lam  # [P, n]: λ·μ per direction (and Adam's bias correction)
-        if c.normalize == "rms":
-            coef = coef / (norms[self._dir_row] * scale[:, None] / self._sqrt_numel + c.eps)
-        if not all(used):  # rows of unused directions are stale: exactly zero weight
-            coef[~np.asarray(used)] = 0.0
         if self._np_rows is not None:  # CPU: update = coefficients @ rows, per tensor
             cn, x, u = self._np_coef, self._np_rows, self._np_update
-            cn.fill(0.0)
-            cn[:, self._dir_row] = coef.T
             if self._fused:
                 kernels.mix_update(cn, x, *self._kern_bounds, u)
             else:
