@@ -447,6 +447,7 @@ class L3RS(torch.optim.Optimizer):
             self._kern_coef = {
                 "rows": np.arange(n), "loss_f": np.zeros(3), "dir_row": np.asarray(self._dir_row),
                 "decays": np.asarray(c.ema_decays if c.state_features else [], dtype=np.float64),
+                "ratios": np.array([_RATIO_NUM, _RATIO_DEN, _FEATURE_SCALES], dtype=np.float64),
                 "lam": np.zeros(n), "mu": np.zeros((n, len(c.directions))),
                 "empty1": np.zeros(0), "empty2": np.zeros((0, 0)), "empty3": np.zeros((0, 0, 0))}
         # state features: per tensor [grad-norm EMA fast, mid, slow, ‖g₀‖, ‖w₀‖] (float64 rows;
@@ -610,7 +611,7 @@ class L3RS(torch.optim.Optimizer):
                      (_logratio(le[0], le[1]), _logratio(le[1], le[2]), _logratio(le[1], l0)))
         kernels.coefficients(
             norms[0], k["empty1"] if wns is None else wns, self._feats.numpy(), k["decays"],
-            loss_f, k["rows"], _time_basis_np(c, t, self.horizon),
+            k["ratios"], loss_f, k["rows"], _time_basis_np(c, t, self.horizon),
             sl.get("step_table", k["empty2"]), sl.get("step_state", k["empty1"]),
             float(sl["log_step"][0]) if "log_step" in sl else 0.0,
             sl.get("mix_table", k["empty3"]), sl.get("mix_state", k["empty2"]), c.base_lr,

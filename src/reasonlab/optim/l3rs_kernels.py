@@ -82,15 +82,17 @@ def _mix_update(coef, rows, starts, ends, out):  # pragma: no cover - compiled
             out[i] = a
 
 
-def _coefficients(gns, wns, f, decays, loss_f, rows_idx, phi, step_tab, step_state, log_step,
-                  mix_tab, mix_state, base_lr, weight_rms, normalize, norms, dir_row, scale, used,
-                  sqrt_numel, eps, lam, mu, coef):  # pragma: no cover - compiled
+def _coefficients(gns, wns, f, decays, ratios, loss_f, rows_idx, phi, step_tab, step_state,
+                  log_step, mix_tab, mix_state, base_lr, weight_rms, normalize, norms, dir_row,
+                  scale, used, sqrt_numel, eps, lam, mu, coef):  # pragma: no cover - compiled
     """The rest of the step for tensors i = 0..n−1 (meta-model rows ``rows_idx``), as
     :meth:`L3RS._state_features`, :meth:`MetaModel.coefficients_np` and the step's coefficient
     arithmetic do it: grad-norm EMAs ``f`` updated in place; ψ; λ (``lam``) and μ (``mu``);
     ``coef[i, row]`` = λ·μ·scale of each direction's row (÷ its RMS when ``normalize``), 0 for
-    unused directions and rows of no direction. Empty ``step_tab`` means the constant
-    ``log_step``; empty ``mix_tab`` a uniform mix; empty ``decays`` no state features."""
+    unused directions and rows of no direction. ``ratios`` [3, 4]: the numerator and
+    denominator columns of [EMA ×3, ‖g₀‖, ‖w₀‖, ‖w‖] and the scale of ψ's four log-ratios.
+    Empty ``step_tab`` means the constant ``log_step``; empty ``mix_tab`` a uniform mix; empty
+    ``decays`` no state features."""
     n, P = gns.shape[0], dir_row.shape[0]
     n_feat = 7 if decays.shape[0] > 0 else 0
     psi = np.zeros(7)
@@ -107,8 +109,7 @@ def _coefficients(gns, wns, f, decays, loss_f, rows_idx, phi, step_tab, step_sta
                 lg[k] = np.log(f[i, k])
             lg[5] = np.log(wns[i])
             for k in range(4):
-                num, den = (0, 1) if k == 0 else ((1, 2) if k == 1 else ((1, 3) if k == 2 else (5, 4)))
-                x = (lg[num] - lg[den]) * (10.0 if k == 3 else 1.0)
+                x = (lg[int(ratios[0, k])] - lg[int(ratios[1, k])]) * ratios[2, k]
                 if not np.isfinite(x):
                     x = 0.0
                 psi[3 + k] = min(max(x, -3.0), 3.0)
