@@ -445,7 +445,7 @@ class L3RS(torch.optim.Optimizer):
             self._kern_sq = np.zeros((rows2d.shape[0] + 1, len(sizes)))
             self._np_dtype = np_dtype
             self._kern_coef = {
-                "rows": np.arange(n), "loss_f": np.zeros(3), "dir_row": np.asarray(self._dir_row),
+                "loss_f": np.zeros(3), "dir_row": np.asarray(self._dir_row),
                 "decays": np.asarray(c.ema_decays if c.state_features else [], dtype=np.float64),
                 "ratios": np.array([_RATIO_NUM, _RATIO_DEN, _FEATURE_SCALES], dtype=np.float64),
                 "lam": np.zeros(n), "mu": np.zeros((n, len(c.directions))),
@@ -555,11 +555,9 @@ class L3RS(torch.optim.Optimizer):
                 m.lerp_(g, 1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
                 if used:
-                    # m̂/(√v̂ + ε) = m/(√v + ε·√bc2) · √bc2/bc1: the factor goes to the scale
-                    out_, sbc2 = fb["dir_adam"], math.sqrt(1 - b2 ** (t + 1))
+                    out_, (sbc2, scale[k]) = fb["dir_adam"], _adam_bias(c, t)  # factor → scale
                     torch.sqrt(v, out=out_).add_(c.eps * sbc2)
                     torch.div(m, out_, out=out_)
-                    scale[k] = sbc2 / (1 - b1 ** (t + 1))
             elif name == "sign":  # Lion: sign(β1·m + (1−β1)·g), then m ← β2·m + (1−β2)·g
                 b1, b2 = c.lion_betas
                 m = fb["lion_avg"]
@@ -584,9 +582,9 @@ class L3RS(torch.optim.Optimizer):
         scale = np.ones(len(d))
         row = {name: (self._dir_row[k] if need[k] else -1) for k, name in enumerate(d)}
         b1, b2 = c.betas
-        sbc2 = math.sqrt(1 - b2 ** (t + 1))
+        sbc2, adam_scale = _adam_bias(c, t)
         if "adam" in d and need[d.index("adam")]:
-            scale[d.index("adam")] = sbc2 / (1 - b1 ** (t + 1))
+            scale[d.index("adam")] = adam_scale
         l1, l2 = c.lion_betas
         m, v, lm, vr = self._kern_states
         w = self._flat["weights"]
@@ -611,7 +609,7 @@ class L3RS(torch.optim.Optimizer):
                      (_logratio(le[0], le[1]), _logratio(le[1], le[2]), _logratio(le[1], l0)))
         kernels.coefficients(
             norms[0], k["empty1"] if wns is None else wns, self._feats.numpy(), k["decays"],
-            k["ratios"], loss_f, k["rows"], _time_basis_np(c, t, self.horizon),
+            k["ratios"], _CLIP, loss_f, k["rows"], _time_basis_np(c, t, self.horizon),
             sl.get("step_table", k["empty2"]), sl.get("step_state", k["empty1"]),
             float(sl["log_step"][0]) if "log_step" in sl else 0.0,
             sl.get("mix_table", k["empty3"]), sl.get("mix_state", k["empty2"]), c.base_lr,
@@ -713,6 +711,14 @@ class L3RS(torch.optim.Optimizer):
         last = self._last
         return None if last is None else (torch.from_numpy(last[0].copy()),
                                           torch.from_numpy(last[1].copy()))
+
+
+def _adam_bias(c: L3RSConfig, t: int) -> tuple[float, float]:
+    """Adam's bias corrections at step t (from 0), folded: m̂/(√v̂ + ε) = m/(√v + ε·√bc2) ·
+    √bc2/bc1; returns (√bc2, √bc2/bc1)."""
+    b1, b2 = c.betas
+    sbc2 = math.sqrt(1 - b2 ** (t + 1))
+    return sbc2, sbc2 / (1 - b1 ** (t + 1))
 
 
 def _logratio(a: float, b: float | None, scale: float = 1.0) -> float:

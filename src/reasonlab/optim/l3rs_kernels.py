@@ -2,11 +2,13 @@
 
 On a small model the optimizer step is bound by the number of operations, not by the bytes
 they touch: each torch or NumPy call costs microseconds of dispatch whatever its size. These
-two kernels do the step's element-wise work in two calls:
+three kernels do the step's work in three calls:
 
 * :func:`directions_and_norms`: every base optimizer's state update and direction (as in
   :meth:`reasonlab.optim.l3rs.L3RS._directions`), and the per-tensor squared norms of every row
   of the direction buffer and of the weights, in one pass over the flat buffers;
+* :func:`coefficients`: the state features, λ, μ and the update's coefficients (as the step's
+  NumPy path computes them);
 * :func:`mix_update`: the update ``u = Σ_k c_{l,k} · row_k`` with one coefficient per tensor
   and row.
 
@@ -82,7 +84,7 @@ def _mix_update(coef, rows, starts, ends, out):  # pragma: no cover - compiled
             out[i] = a
 
 
-def _coefficients(gns, wns, f, decays, ratios, loss_f, rows_idx, phi, step_tab, step_state,
+def _coefficients(gns, wns, f, decays, ratios, clip, loss_f, rows_idx, phi, step_tab, step_state,
                   log_step, mix_tab, mix_state, base_lr, weight_rms, normalize, norms, dir_row,
                   scale, used, sqrt_numel, eps, lam, mu, coef):  # pragma: no cover - compiled
     """The rest of the step for tensors i = 0..n−1 (meta-model rows ``rows_idx``), as
@@ -90,7 +92,8 @@ def _coefficients(gns, wns, f, decays, ratios, loss_f, rows_idx, phi, step_tab, 
     arithmetic do it: grad-norm EMAs ``f`` updated in place; ψ; λ (``lam``) and μ (``mu``);
     ``coef[i, row]`` = λ·μ·scale of each direction's row (÷ its RMS when ``normalize``), 0 for
     unused directions and rows of no direction. ``ratios`` [3, 4]: the numerator and
-    denominator columns of [EMA ×3, ‖g₀‖, ‖w₀‖, ‖w‖] and the scale of ψ's four log-ratios.
+    denominator columns of [EMA ×3, ‖g₀‖, ‖w₀‖, ‖w‖] and the scale of ψ's four log-ratios,
+    each clipped to ±``clip``.
     Empty ``step_tab`` means the constant ``log_step``; empty ``mix_tab`` a uniform mix; empty
     ``decays`` no state features."""
     n, P = gns.shape[0], dir_row.shape[0]
@@ -112,7 +115,7 @@ def _coefficients(gns, wns, f, decays, ratios, loss_f, rows_idx, phi, step_tab, 
                 x = (lg[int(ratios[0, k])] - lg[int(ratios[1, k])]) * ratios[2, k]
                 if not np.isfinite(x):
                     x = 0.0
-                psi[3 + k] = min(max(x, -3.0), 3.0)
+                psi[3 + k] = min(max(x, -clip), clip)
         r = rows_idx[i]
         if step_tab.shape[0] > 0:
             z = 0.0
