@@ -116,3 +116,26 @@ def test_schedules_and_search_grid():
         assert len(lrs) >= 8
     assert len(search_grid("adam", 30)) <= 30  # 6 combos x 5 learning rates
     assert len(search_grid("nsgd_decay", 5)) == 5  # too small for the grid: defaults only
+
+
+def test_per_seed_validation_partition():
+    opts = {"val_fraction": 0.25}
+    fixed = DigitsEnv(EnvSpec("digits", opts).config())
+    per = DigitsEnv(EnvSpec("digits", {**opts, "val_split": "per_seed"}).config())
+    assert torch.equal(per.x_test, fixed.x_test)  # the test split never moves
+    rows = lambda x: {tuple(r.tolist()) for r in x}  # noqa: E731
+    pool = rows(torch.cat([fixed.x_train, fixed.x_val]))
+    parts = []
+    for seed in (0, 1):
+        xt, yt, xv, yv = per.split(seed)
+        assert len(yv) == len(fixed.y_val) and len(yt) == len(fixed.y_train)
+        assert not rows(xt) & rows(xv) and rows(xt) | rows(xv) == pool
+        assert torch.equal(per.split(seed)[2], xv)  # deterministic in the seed
+        parts.append(rows(xv))
+        xb, _ = next(per.val_batches(seed))
+        assert rows(xb) <= rows(xv)
+    assert parts[0] != parts[1]
+    for seed in (0, 3):  # "fixed" is one partition for every seed
+        assert torch.equal(fixed.split(seed)[2], fixed.x_val)
+    with pytest.raises(ConfigError, match="val_split"):
+        EnvSpec("digits", {"val_split": "random"})

@@ -23,6 +23,7 @@ from torch import nn
 from reasonlab.config import ConfigError, check_choice, check_range, from_dict
 
 VARIANTS = ("none", "shift", "noise", "split")
+VAL_SPLITS = ("fixed", "per_seed")
 PRETRAIN_RECIPES = ("adam", "sgd_long")
 
 
@@ -65,10 +66,14 @@ class DigitsConfig:
     noise_std: float = 0.15  # on pixels scaled to [0, 1]
     split_seed: int = 0  # the fixed train/test split of the fine-tuning classes
     val_fraction: float = 0.0  # of the training split held out for the validation objective
+    # "fixed": one train/validation partition (split_seed); "per_seed": each inner run's seed
+    # draws its own, so a validation meta-objective cannot fit one small held-out set
+    val_split: str = "fixed"
 
     def __post_init__(self) -> None:
         check_choice("variant", self.variant, VARIANTS)
         check_choice("pretrain_recipe", self.pretrain_recipe, PRETRAIN_RECIPES)
+        check_choice("val_split", self.val_split, VAL_SPLITS)
         for c in [*self.pretrain_classes, *self.classes]:
             check_range("classes", c, 0, 9)
         if len(self.classes) < 2:
@@ -155,10 +160,12 @@ class DigitsEnv:
         perm = np.random.default_rng(cfg.split_seed).permutation(len(yf))
         n_test = int(round(len(yf) * cfg.test_fraction))
         te, tr = perm[:n_test], perm[n_test:]
-        n_val = int(round(len(tr) * cfg.val_fraction))
-        va, tr = tr[:n_val], tr[n_val:]
+        self.n_val = int(round(len(tr) * cfg.val_fraction))
+        va, tr = tr[:self.n_val], tr[self.n_val:]
         self.x_val, self.y_val = torch.from_numpy(xf[va]), torch.from_numpy(yf[va])
         self.x_train, self.y_train = torch.from_numpy(xf[tr]), torch.from_numpy(yf[tr])
+        self._pool_x = torch.cat([self.x_val, self.x_train])  # the training split, before the
+        self._pool_y = torch.cat([self.y_val, self.y_train])  # validation partition
         self.x_test, self.y_test = torch.from_numpy(xf[te]), torch.from_numpy(yf[te])
         self.n_pre, self.n_out = len(cfg.pretrain_classes), len(cfg.classes)
         self._cfg = cfg
@@ -197,25 +204,27 @@ class DigitsEnv:
             model.head.bias.uniform_(-bound, bound, generator=g)
         return model
 
+    def split(self, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_train, y_train, x_val, y_val)`` of the inner run ``seed``: the fixed partition,
+        or with ``val_split: per_seed`` one drawn from the seed (the test split never moves)."""
+        if self._cfg.val_split == "fixed" or self.n_val == 0:
+            return self.x_train, self.y_train, self.x_val, self.y_val
+        g = torch.Generator().manual_seed(32_452_843 * seed + 7)
+        perm = torch.randperm(len(self._pool_y), generator=g)
+        va, tr = perm[:self.n_val], perm[self.n_val:]
+        return self._pool_x[tr], self._pool_y[tr], self._pool_x[va], self._pool_y[va]
+
     def batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        bs = self._cfg.batch_size
-        n = len(self.y_train)
-        if bs == 0 or bs >= n:
-            while True:
-                yield self.x_train, self.y_train
-        g = torch.Generator().manual_seed(104_729 * seed + 11)
-        while True:
-            perm = torch.randperm(n, generator=g)
-            for i in range(0, n - bs + 1, bs):
-                idx = perm[i:i + bs]
-                yield self.x_train[idx], self.y_train[idx]
+        x, y, _, _ = self.split(seed)
+        return _stream(x, y, self._cfg.batch_size, 104_729 * seed + 11)
 
     def val_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of the held-out validation split (``val_fraction`` of the training split)."""
-        if len(self.y_val) == 0:
+        if self.n_val == 0:
             raise ValueError(f"{self.name} has no validation split: a validation objective "
                              "needs env.options.val_fraction > 0")
-        return _stream(self.x_val, self.y_val, self._cfg.batch_size, 15_485_863 * seed + 29)
+        _, _, x, y = self.split(seed)
+        return _stream(x, y, self._cfg.batch_size, 15_485_863 * seed + 29)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
