@@ -15,6 +15,8 @@ Further stages add keys to the same result file (each keeps the others' keys):
     python benchmarks/l3rs_compare.py --stage step_time      # step time vs Adam (digits, LM)
     python benchmarks/l3rs_compare.py --stage val_objective [--objective val_mean]  # held-out
                                                              # meta-objective, 5 settings
+    python benchmarks/l3rs_compare.py --stage val_objective --es-horizons 50 100 200 \
+        --meta-set env.options.val_split=per_seed --headline  # the variant that is reported
     python benchmarks/l3rs_compare.py --stage lm             # herd-xs fine-tuned on a new skill
     python benchmarks/l3rs_compare.py --stage general_lopt   # vs the per-parameter MLP optimizer
 
@@ -198,9 +200,11 @@ def stage_val_objective(args, out: Path, results_path: Path) -> None:
     old = read_json(results_path) if results_path.exists() else {}
     variants = {**old.get("val_objective_variants", {}), variant: block}
     keys = {"val_objective_variants": variants}
-    if variant == "val_final":  # the headline variant
+    if args.headline:
         keys.update(val_objective_generalization=block,
-                    val_objective={"objective": objective, "val_fraction": 0.2,
+                    val_objective={"variant": variant, "objective": objective, "val_fraction": 0.2,
+                                   "val_split": cfg.env.options.get("val_split", "fixed"),
+                                   "horizons": list(cfg.es.horizons), "seed": cfg.seed,
                                    "n_seeds": len(seeds), "es_steps": cfg.es.steps,
                                    "es_pairs": cfg.es.pairs})
     _update(results_path, **keys)
@@ -318,6 +322,9 @@ def main() -> None:
     ap.add_argument("--meta-set", action="append", default=[], metavar="KEY=VALUE",
                     help="val_objective: a meta-training config override for a variant "
                          "(repeatable; named in the variant's key)")
+    ap.add_argument("--headline", action="store_true",
+                    help="val_objective: record this variant as val_objective_generalization "
+                         "(every variant is kept in val_objective_variants)")
     ap.add_argument("--es-horizons", type=int, nargs="+", default=None,
                     help="val_objective: meta-train over these unroll lengths (es.horizons; "
                          "the settings and the baselines' tuning keep the 100-step horizon)")

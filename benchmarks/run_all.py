@@ -75,6 +75,15 @@ def _prefix(d: dict) -> str:
     return f"shared-prefix sampling {n(min(sp))}–{n(max(sp))}× faster than naive" if sp else "—"
 
 
+def _not_below(block: dict) -> str:
+    """How many generalization settings have test accuracy not significantly (p < 0.05) below
+    the best baseline's, of how many."""
+    gen = [v for k, v in block.items() if k != "main"]
+    ok = sum(not (v["test_acc_delta_vs_best_baseline"] < 0 and v["acc_wilcoxon_p"] < 0.05)
+             for v in gen)
+    return f"{ok} of {len(gen)}" if gen else "—"
+
+
 ENTRIES: list[Entry] = [
     Entry("solver", "solver", "SkillMath solver (tiny Llama, pretrain + SFT)",
           lambda d: f"held-out 1-skill {iv(d, 'heldout_1skill_accuracy')}, 2-skill "
@@ -137,7 +146,9 @@ ENTRIES: list[Entry] = [
                     f"than the best tuned baseline ({d.get('best_baseline')}), wins {d.get('wins')}, "
                     f"Wilcoxon p {n(d.get('wilcoxon_p'))}; step time {n(d.get('step_time_vs_adam'))}× "
                     f"Adam (LM {n(d.get('step_time_vs_adam_lm'))}×); LM setting: "
-                    f"{pct((d.get('lm') or {}).get('train_loss_reduction_vs_best_baseline'))}",
+                    f"{pct((d.get('lm') or {}).get('train_loss_reduction_vs_best_baseline'))}; "
+                    f"held-out meta-objective: accuracy not below the best baseline in "
+                    f"{_not_below(d.get('val_objective_generalization') or {})} settings",
           "beats tuned Adam in its environment; prototype ~25% lower loss (arXiv:2408.09310)",
           "Adam, Adam+cosine, SGD+momentum, NSGD+decay, LAMB tuned with equal budget",
           "python benchmarks/l3rs_compare.py [--stage step_time|val_objective|lm|general_lopt]"),
