@@ -221,6 +221,8 @@ def _lm_meta_cfg(args, learner: str = "l3rs") -> MetaTrainConfig:
     if learner == "l3rs":  # λ at zero meta-parameters, and the ES step, for a pretrained LM
         sets += [f"l3rs.base_lr={args.lm_base_lr}", f"es.lr={args.lm_es_lr}",
                  f"l3rs.step_scale={args.lm_step_scale}"]
+    if learner == "l3rs":
+        sets += args.meta_set  # a variant's overrides (e.g. l3rs.mix_mode=uniform)
     cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", sets)
     cfg.env = _lm_env(model=args.lm_model)
     return cfg
@@ -320,8 +322,8 @@ def main() -> None:
     ap.add_argument("--objective", default="val_final", choices=["val_final", "val_mean"],
                     help="val_objective: held-out loss at the end of the unroll, or along it")
     ap.add_argument("--meta-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="val_objective: a meta-training config override for a variant "
-                         "(repeatable; named in the variant's key)")
+                    help="val_objective, lm: a meta-training config override for a variant "
+                         "(repeatable; val_objective names it in the variant's key)")
     ap.add_argument("--headline", action="store_true",
                     help="val_objective: record this variant as val_objective_generalization "
                          "(every variant is kept in val_objective_variants)")
