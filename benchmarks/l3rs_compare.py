@@ -220,9 +220,7 @@ def _lm_meta_cfg(args, learner: str = "l3rs") -> MetaTrainConfig:
             "es.train_seeds=[0,1,2,3]", f"learner={learner}"]
     if learner == "l3rs":  # λ at zero meta-parameters, and the ES step, for a pretrained LM
         sets += [f"l3rs.base_lr={args.lm_base_lr}", f"es.lr={args.lm_es_lr}",
-                 f"l3rs.step_scale={args.lm_step_scale}"]
-    if learner == "l3rs":
-        sets += args.meta_set  # a variant's overrides (e.g. l3rs.mix_mode=uniform)
+                 f"l3rs.step_scale={args.lm_step_scale}", *args.meta_set]  # + a variant's
     cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", sets)
     cfg.env = _lm_env(model=args.lm_model)
     return cfg
