@@ -122,14 +122,13 @@ def stage_step_time(args, out: Path, results_path: Path) -> None:
                                        ("lm", _lm_env(), 20, 5)):
         if label == "lm" and args.no_lm:
             continue
-        n = count_layers(env, 0)
         meta_dir = out / ("meta_l3rs" if label == "digits" else "meta_l3rs_lm")
         if (meta_dir / "meta.safetensors").exists():
             meta = load_meta_run(meta_dir)
         else:  # a random draw in the stage's own configuration
             cfg = (_meta_cfg(ROOT / "configs" / "optimizer_full.yaml", []) if label == "digits"
                    else _lm_meta_cfg(args))
-            meta = MetaModel(cfg.l3rs, n)
+            meta = MetaModel(cfg.l3rs, count_layers(env, 0, cfg.l3rs))
             meta.theta.copy_(torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, meta.size)))
         times = step_times(env, {"adam": OptSpec("adam", {"lr": 1e-3}),
                                  "l3rs": OptSpec.from_meta(meta)}, steps=steps, repeats=repeats)

@@ -12,7 +12,7 @@ from torch import nn
 
 from reasonlab.config import ConfigError
 from reasonlab.optim.baselines import NormalizedSGD
-from reasonlab.optim.l3rs import L3RS, L3RSConfig, MetaModel, time_basis
+from reasonlab.optim.l3rs import L3RS, L3RSConfig, MetaModel, count_rows, kind_rows, time_basis
 
 
 def _net(dtype=torch.float64, seed=0):
@@ -192,6 +192,38 @@ def test_tensors_map_to_layer_rows_by_depth():
     _train(net, opt, 1)
     lam = opt.last_coefficients[0]
     assert lam.tolist() == pytest.approx([0.01, 0.01, 0.02, 0.02])  # round(i/3) -> 0, 0, 1, 1
+
+
+def test_tensors_of_one_kind_share_a_row_at_every_depth():
+    """``layer_rows: kind``: tensors whose names differ only in a layer index share a meta row
+    (rows numbered in order of first appearance), whatever the depth of the model."""
+    names = ["embed.weight", "layers.0.q.weight", "layers.0.norm.weight", "layers.1.q.weight",
+             "layers.1.norm.weight", "layers.10.q.weight", "head.weight"]
+    assert kind_rows(names) == [0, 1, 2, 1, 2, 1, 3]
+    cfg = L3RSConfig(directions=["sgd"], normalize="none", state_features=False,
+                     layer_rows="kind")
+    torch.manual_seed(0)
+    deep = nn.Sequential(*[nn.Linear(6, 6) for _ in range(3)], nn.Linear(6, 4)).double()
+    assert count_rows(cfg, deep.named_parameters()) == 2  # "*.weight" and "*.bias"
+    assert count_rows(L3RSConfig(), deep.named_parameters()) == 8
+    meta = MetaModel(cfg, 2)
+    meta.slices()["step_table"][:, 0] = torch.tensor([math.log(3.0), 0.0])
+    opt = L3RS(deep.named_parameters(), meta)
+    x, y = _data()
+    before = [p.detach().clone() for p in deep.parameters()]
+    loss = nn.functional.cross_entropy(deep(x), y)
+    loss.backward()
+    grads = [p.grad.clone() for p in deep.parameters()]
+    opt.step(loss=float(loss.detach()))
+    assert opt.last_coefficients[0].tolist() == pytest.approx([0.03, 0.01] * 4)
+    for p, p0, g, lam in zip(deep.parameters(), before, grads, [0.03, 0.01] * 4):
+        torch.testing.assert_close(p.detach(), p0 - lam * g)
+    with pytest.raises(ValueError, match="named_parameters"):
+        L3RS(deep.parameters(), meta)
+    with pytest.raises(ValueError, match="4 tensor kinds"):  # a.weight, a.bias, b.weight, b.bias
+        L3RS(nn.ModuleDict({"a": nn.Linear(2, 2), "b": nn.Linear(2, 2)}).named_parameters(), meta)
+    with pytest.raises(ConfigError, match="layer_rows"):
+        L3RSConfig(layer_rows="depth")
 
 
 def test_parameters_without_gradients_are_left_alone():

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from reasonlab.config import ConfigError, check_choice, check_range
 from reasonlab.optim.envs import EnvSpec, make_env, one_thread
 from reasonlab.optim.inner import OBJECTIVES, Evaluator, OptSpec, Task, meta_objective
-from reasonlab.optim.l3rs import L3RSConfig, MetaModel
+from reasonlab.optim.l3rs import L3RSConfig, MetaModel, count_rows
 from reasonlab.optim.lopt import FORMAT as LOPT_FORMAT
 from reasonlab.optim.lopt import LOptConfig, LOptModel
 from reasonlab.plots import plot_metric_curves
@@ -139,8 +139,11 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def count_layers(env: EnvSpec, seed: int) -> int:
-    return sum(1 for _ in make_env(env).make_model(seed).parameters())
+def count_layers(env: EnvSpec, seed: int, config: L3RSConfig | None = None) -> int:
+    """The meta-model rows an L3RS ``config`` needs for ``env``'s model (one per tensor by
+    default)."""
+    named = make_env(env).make_model(seed).named_parameters()
+    return count_rows(config or L3RSConfig(), named)
 
 
 def es_step_plan(cfg: MetaTrainConfig, step: int, dim: int) -> tuple[np.ndarray, list[int]]:
@@ -166,7 +169,7 @@ def initial_meta(cfg: MetaTrainConfig) -> Any:
     """The learner's meta-model at its initial parameters."""
     if cfg.learner == "lopt":
         return LOptModel(cfg.lopt)
-    return MetaModel(cfg.l3rs, count_layers(cfg.env, cfg.es.train_seeds[0]))
+    return MetaModel(cfg.l3rs, count_layers(cfg.env, cfg.es.train_seeds[0], cfg.l3rs))
 
 
 def meta_train(cfg: MetaTrainConfig, out: str | Path, *, evaluator: Evaluator | None = None,
@@ -273,7 +276,7 @@ def trace_coefficients(meta: MetaModel, env: EnvSpec, seed: int, steps: int
     lams, mus = [], []
     with one_thread():
         model = e.make_model(seed)
-        opt = L3RS(model.parameters(), meta, horizon=steps)
+        opt = L3RS(model.named_parameters(), meta, horizon=steps)
         batches = e.batches(seed)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)

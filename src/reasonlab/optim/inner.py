@@ -85,7 +85,8 @@ def _run_inner(task: Task) -> dict[str, Any]:
     env = make_env(task.env)
     torch.manual_seed(task.seed)
     model = env.make_model(task.seed)
-    opt, sched = task.opt.build(model.parameters(), task.steps)
+    opt, sched = task.opt.build(model.named_parameters() if task.opt.kind == "l3rs"
+                                else model.parameters(), task.steps)
     batches = env.batches(task.seed)
     losses = np.empty(task.steps)
     cap, diverged, t_step, t_opt = math.inf, False, 0.0, 0.0

@@ -47,6 +47,7 @@ TIME_FEATURES = ("absolute", "progress", "both")
 STEP_MODES = ("layerwise", "constant")  # constant: one learned scalar, no features
 STEP_SCALES = ("absolute", "weight_rms")  # weight_rms: λ is relative to the tensor's weight RMS
 MIX_MODES = ("layerwise", "uniform")  # uniform: fixed equal weights
+LAYER_ROWS = ("tensor", "kind")  # kind: one meta row per tensor kind, shared over depth
 STATE_FEATURE_NAMES = ("loss_fast_mid", "loss_mid_slow", "loss_vs_start",
                        "grad_fast_mid", "grad_mid_slow", "grad_vs_start", "weight_vs_start")
 _CLIP = 3.0
@@ -66,6 +67,7 @@ class L3RSConfig:
     step_mode: str = "layerwise"
     step_scale: str = "absolute"  # "weight_rms": λ relative to each tensor's weight RMS
     mix_mode: str = "layerwise"
+    layer_rows: str = "tensor"  # "kind": tensors of one kind (name minus layer index) share a row
     ema_decays: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.99])
     momentum: float = 0.9  # heavy-ball β
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam
@@ -89,6 +91,7 @@ class L3RSConfig:
         check_choice("step_mode", self.step_mode, STEP_MODES)
         check_choice("step_scale", self.step_scale, STEP_SCALES)
         check_choice("mix_mode", self.mix_mode, MIX_MODES)
+        check_choice("layer_rows", self.layer_rows, LAYER_ROWS)
         if len(self.ema_decays) != 3:
             raise ConfigError("config key 'ema_decays' must hold 3 decays (fast, mid, slow)")
         for name, vals in (("ema_decays", self.ema_decays), ("betas", self.betas),
@@ -125,6 +128,26 @@ def _time_basis_np(cfg: L3RSConfig, t: int, horizon: int | None = None) -> np.nd
         s = t / float(horizon or cfg.horizon)
         feats += [s, s * s]
     return np.array(feats, dtype=np.float64)
+
+
+def tensor_kind(name: str) -> str:
+    """A parameter's kind: its name without layer indices (``model.layers.3.mlp.up_proj.weight``
+    → ``model.layers.*.mlp.up_proj.weight``)."""
+    return ".".join("*" if part.isdigit() else part for part in name.split("."))
+
+
+def kind_rows(names: Sequence[str]) -> list[int]:
+    """The meta row of each named tensor under ``layer_rows="kind"``: kinds numbered in order of
+    first appearance, so every tensor of one kind (at any depth) shares a row."""
+    order: dict[str, int] = {}
+    return [order.setdefault(tensor_kind(n), len(order)) for n in names]
+
+
+def count_rows(config: L3RSConfig, named_params: Iterable[tuple[str, Any]]) -> int:
+    """The number of meta-model rows (``n_layers``) that ``config`` gives a model's named
+    parameters: one per tensor, or one per kind."""
+    names = [n for n, _ in named_params]
+    return len(set(kind_rows(names))) if config.layer_rows == "kind" else len(names)
 
 
 def write_meta_file(path: str | Path, slices: dict[str, Any], meta: dict[str, str], fmt: str,
@@ -333,6 +356,8 @@ class L3RS(torch.optim.Optimizer):
 
     ``meta`` gives λ and μ. Tensors are mapped to the meta-model's L layer rows in order; when the
     model has a different number of tensors, by relative depth (row ``round(i·(L−1)/(n−1))``).
+    With ``layer_rows="kind"`` pass ``model.named_parameters()``: tensors of one kind share a
+    row (:func:`kind_rows`), so the meta-parameters carry over to models of any depth.
     Pass the loss with ``step(closure)`` or ``step(loss=...)`` so the loss features see it.
 
     For speed the base optimizers' states live in flat buffers over all tensors that have
@@ -354,7 +379,17 @@ class L3RS(torch.optim.Optimizer):
             raise ValueError("L3RS needs all parameters on one device with one dtype; "
                              "use one optimizer per dtype/device")
         n, L = len(all_params), meta.n_layers
-        self._rows = [i if n == L else round(i * (L - 1) / max(n - 1, 1)) for i in range(n)]
+        if self.config.layer_rows == "kind":
+            names = [nm for g in self.param_groups for nm in g.get("param_names", [])]
+            if len(names) != n:
+                raise ValueError("L3RS with layer_rows='kind' needs named parameters: pass "
+                                 "model.named_parameters()")
+            self._rows = kind_rows(names)
+            if max(self._rows) + 1 != L:
+                raise ValueError(f"the model has {max(self._rows) + 1} tensor kinds, the "
+                                 f"meta-model has {L} rows")
+        else:
+            self._rows = [i if n == L else round(i * (L - 1) / max(n - 1, 1)) for i in range(n)]
         self._global: dict[str, Any] = {"step": 0, "loss_ema": None, "loss0": None}
         self._layout: tuple[int, ...] | None = None  # ids of the tensors in the flat buffers
         self._last: tuple[np.ndarray, np.ndarray] | None = None
