@@ -226,6 +226,41 @@ def test_tensors_of_one_kind_share_a_row_at_every_depth():
         L3RSConfig(layer_rows="depth")
 
 
+def test_shared_row_is_added_to_every_layers_row(monkeypatch, tmp_path):
+    """``shared_row``: λ and μ come from each layer's row plus one shared row (a
+    reparameterization: the same coefficients as a table holding the sums), on every path."""
+    import reasonlab.optim.l3rs as l3rs_mod
+
+    cfg = L3RSConfig(directions=["sgd", "adam"], shared_row=True)
+    plain = L3RSConfig(directions=["sgd", "adam"])
+    meta, ref = MetaModel(cfg, 4), MetaModel(plain, 4)
+    assert meta.size == ref.size + cfg.n_time * 3  # step_shared [K] + mix_shared [2, K]
+    g = torch.Generator().manual_seed(3)
+    for name, view in meta.slices().items():
+        view.copy_(0.3 * torch.randn(view.shape, generator=g, dtype=torch.float64))
+    s, r = meta.slices(), ref.slices()
+    for name in r:
+        r[name].copy_(s[name])
+    r["step_table"] += s["step_shared"]
+    r["mix_table"] += s["mix_shared"]
+    phi, psi = time_basis(cfg, 5), torch.rand(4, cfg.n_state, dtype=torch.float64)
+    for a, b in zip(meta.coefficients(phi, psi), ref.coefficients(phi, psi)):
+        torch.testing.assert_close(a, b)
+    s["step_shared"][0] += 1.0  # an in-place write is seen
+    lam, _ = meta.coefficients(phi, psi)
+    torch.testing.assert_close(lam, ref.coefficients(phi, psi)[0] * math.e)
+    s["step_shared"][0] -= 1.0
+    for fused in (False, True):
+        monkeypatch.setattr(l3rs_mod, "_FUSED", fused)
+        a, b = _net(), _net()
+        _train(a, L3RS(a.parameters(), meta), 4)
+        _train(b, L3RS(b.parameters(), ref), 4)
+        for p, q in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
+    meta.save(tmp_path / "meta.safetensors")
+    torch.testing.assert_close(MetaModel.load(tmp_path / "meta.safetensors").theta, meta.theta)
+
+
 def test_parameters_without_gradients_are_left_alone():
     net = _net()
     frozen = list(net.parameters())[0]

@@ -68,6 +68,7 @@ class L3RSConfig:
     step_scale: str = "absolute"  # "weight_rms": λ relative to each tensor's weight RMS
     mix_mode: str = "layerwise"
     layer_rows: str = "tensor"  # "kind": tensors of one kind (name minus layer index) share a row
+    shared_row: bool = False  # a row common to all layers, added to each layer's own row
     ema_decays: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.99])
     momentum: float = 0.9  # heavy-ball β
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam
@@ -188,6 +189,9 @@ class MetaModel:
     * ``step_table`` [L, K] (``step_mode="layerwise"``) or ``log_step`` [1] (``"constant"``)
     * ``mix_table`` [L, P, K] (``mix_mode="layerwise"`` and P > 1)
     * ``step_state`` [F] and ``mix_state`` [P, F] (state features on), shared by all layers
+    * ``step_shared`` [K] and ``mix_shared`` [P, K] (``shared_row``): added to every layer's row.
+      The same function class, reparameterized: evolution strategies with a per-coordinate Adam
+      step moves what all layers share at the speed of one coordinate instead of L
 
     All zeros means λ = base_lr everywhere and a uniform mix.
     """
@@ -222,6 +226,11 @@ class MetaModel:
             out["mix_table"] = (L, P, K)
             if F:
                 out["mix_state"] = (P, F)
+        if c.shared_row:
+            if "step_table" in out:
+                out["step_shared"] = (K,)
+            if "mix_table" in out:
+                out["mix_shared"] = (P, K)
         return out
 
     @property
@@ -286,12 +295,19 @@ class MetaModel:
         return lam, mu
 
     def _np_slices(self) -> dict[str, np.ndarray]:
-        """NumPy views of the slices (sharing ``theta``'s memory, so in-place writes show)."""
+        """NumPy views of the slices (sharing ``theta``'s memory, so in-place writes show); with
+        ``shared_row`` the tables are the effective ones (each row plus the shared row),
+        recomputed when ``theta`` changes."""
         cached = self.__dict__.get("_np_cache")
-        if cached is None or cached[0] is not self.theta:
-            cached = (self.theta, {k: v.numpy() for k, v in self._slices.items()})
+        if cached is None or cached[0] is not self.theta or cached[1] != self.theta._version:
+            s = {k: v.numpy() for k, v in self._slices.items()}
+            if "step_shared" in s:
+                s["step_table"] = s["step_table"] + s["step_shared"]
+            if "mix_shared" in s:
+                s["mix_table"] = s["mix_table"] + s["mix_shared"]
+            cached = (self.theta, self.theta._version, s)
             self._np_cache = cached
-        return cached[1]
+        return cached[2]
 
     def _row_index(self, rows: tuple[int, ...]) -> np.ndarray | None:
         """An index array for ``rows`` (None when they are all rows in order), cached."""
@@ -529,7 +545,8 @@ class L3RS(torch.optim.Optimizer):
         if getattr(self, "_used_key", None) != key:
             s = self.meta.slices()
             if "mix_table" in s:
-                dead = torch.isneginf(s["mix_table"]).any(-1).all(0)
+                table = s["mix_table"] + s["mix_shared"] if "mix_shared" in s else s["mix_table"]
+                dead = torch.isneginf(table).any(-1).all(0)
                 self._used = [not x for x in dead.tolist()]
             else:
                 self._used = [True] * len(self.config.directions)
