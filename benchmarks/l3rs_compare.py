@@ -219,10 +219,21 @@ def _lm_meta_cfg(args, learner: str = "l3rs") -> MetaTrainConfig:
             "es.train_seeds=[0,1,2,3]", f"learner={learner}"]
     if learner == "l3rs":  # λ at zero meta-parameters, and the ES step, for a pretrained LM
         sets += [f"l3rs.base_lr={args.lm_base_lr}", f"es.lr={args.lm_es_lr}",
-                 f"l3rs.step_scale={args.lm_step_scale}", *args.meta_set]  # + a variant's
+                 f"l3rs.step_scale={args.lm_step_scale}", f"l3rs.layer_rows={args.lm_layer_rows}",
+                 *args.meta_set]  # + a variant's
     cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", sets)
     cfg.env = _lm_env(model=args.lm_model)
     return cfg
+
+
+def _model_build(name: str) -> dict:
+    """Which build of a model-cache recipe a result used: its weights' sha256 and build time (a
+    recipe retrained on another CPU is a different model: float kernels differ)."""
+    from reasonlab.models.cache import manifest
+
+    man = manifest(name) or {}
+    return {"weights_sha256": man.get("files", {}).get("model.safetensors", {}).get("sha256"),
+            "built_at": man.get("built_at"), "cpu": _cpu_model()}
 
 
 def stage_lm(args, out: Path, results_path: Path) -> None:
@@ -246,7 +257,8 @@ def stage_lm(args, out: Path, results_path: Path) -> None:
                               "inner_steps": cfg.es.horizon, "es_steps": cfg.es.steps,
                               "es_pairs": cfg.es.pairs, "tune_budget": cmp["tune_budget"],
                               "base_lr": cfg.l3rs.base_lr, "step_scale": cfg.l3rs.step_scale,
-                              "es_lr": cfg.es.lr,
+                              "layer_rows": cfg.l3rs.layer_rows, "es_lr": cfg.es.lr,
+                              "model_build": _model_build(args.lm_model),
                               "table": {st: cmp["settings"][st]["optimizers"] for st in settings}})
     print_table([(st, f"{100 * v['train_loss_reduction_vs_best_baseline']:+.1f}%",
                   v["wilcoxon_p"], f"{v['test_acc_delta_vs_best_baseline']:+.2f}",
@@ -337,6 +349,8 @@ def main() -> None:
     ap.add_argument("--lm-step-scale", default="weight_rms", choices=["absolute", "weight_rms"],
                     help="L3RS step sizes on the LM: absolute, or relative to the weight RMS")
     ap.add_argument("--lm-es-lr", type=float, default=0.05, help="ES Adam step on the LM")
+    ap.add_argument("--lm-layer-rows", default="kind", choices=["tensor", "kind"],
+                    help="L3RS meta rows on the LM: one per tensor, or one per tensor kind")
     ap.add_argument("--no-lm", action="store_true", help="step_time: digits only")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
