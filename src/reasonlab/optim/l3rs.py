@@ -543,10 +543,9 @@ class L3RS(torch.optim.Optimizer):
         every layer (a fixed one-hot mix) is skipped. Cached until the meta-parameters change."""
         key = (id(self.meta), self.meta.theta._version)
         if getattr(self, "_used_key", None) != key:
-            s = self.meta.slices()
+            s = self.meta._np_slices()  # the effective tables (shared row added)
             if "mix_table" in s:
-                table = s["mix_table"] + s["mix_shared"] if "mix_shared" in s else s["mix_table"]
-                dead = torch.isneginf(table).any(-1).all(0)
+                dead = np.isneginf(s["mix_table"]).any(-1).all(0)
                 self._used = [not x for x in dead.tolist()]
             else:
                 self._used = [True] * len(self.config.directions)
