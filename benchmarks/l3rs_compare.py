@@ -339,7 +339,9 @@ def main() -> None:
     ap.add_argument("--es-horizons", type=int, nargs="+", default=None,
                     help="val_objective: meta-train over these unroll lengths (es.horizons; "
                          "the settings and the baselines' tuning keep the 100-step horizon)")
-    ap.add_argument("--lm-es-steps", type=int, default=20)
+    ap.add_argument("--lm-es-steps", type=int, default=60,
+                    help="LM: ES steps (x 2 x pairs = the inner runs each baseline is tuned with; "
+                         "60 x 4 pairs: 480, ~60 minutes on two workers)")
     ap.add_argument("--lm-pairs", type=int, default=4)
     ap.add_argument("--lm-horizon", type=int, default=40)
     ap.add_argument("--lm-model", default=LM_MODEL, help="the LM setting's model-cache recipe")
