@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 
@@ -12,7 +13,8 @@ from torch import nn
 
 from reasonlab.config import ConfigError
 from reasonlab.optim.baselines import NormalizedSGD
-from reasonlab.optim.l3rs import L3RS, L3RSConfig, MetaModel, count_rows, kind_rows, time_basis
+from reasonlab.optim.l3rs import (BETA_NAMES, L3RS, L3RSConfig, MetaModel, count_rows, kind_rows,
+                                  time_basis)
 
 
 def _net(dtype=torch.float64, seed=0):
@@ -423,3 +425,61 @@ def test_weight_rms_step_moves_each_tensor_by_lambda_times_its_weight_rms(fused,
             assert moved == pytest.approx(0.02 * (w_rms if w_rms > 0 else 1.0), rel=1e-6)
     with pytest.raises(ConfigError, match="step_scale"):
         L3RSConfig(step_scale="relative")
+
+
+def _logit(b):
+    return math.log(b / (1 - b))
+
+
+def test_learned_betas_shift_the_directions_decays():
+    """``learn_betas``: one-hot Adam / heavy-ball with shifted decay logits is torch's Adam / SGD
+    with those decays; zero shifts change nothing."""
+    cfg = L3RSConfig(normalize="none", base_lr=0.003, learn_betas=True)
+    meta = MetaModel.fixed(cfg, 4, mix={"adam": 1.0})
+    s = meta.slices()["beta_logits"]
+    s[1] = _logit(0.8) - _logit(0.9)
+    s[2] = _logit(0.99) - _logit(0.999)
+    eff = meta.effective_config()
+    assert eff.betas == pytest.approx([0.8, 0.99]) and eff.momentum == cfg.momentum
+    assert cfg.betas == [0.9, 0.999]  # the config itself is left alone
+    a, b = _net(), _net()
+    ref = _train(a, torch.optim.Adam(a.parameters(), lr=0.003, betas=(0.8, 0.99)), 8)
+    assert _max_diff(ref, _train(b, L3RS(b.parameters(), meta), 8)) < 1e-13
+    c = _net()  # unshifted decays: a different trajectory
+    assert _max_diff(ref, _train(c, torch.optim.Adam(c.parameters(), lr=0.003), 8)) > 1e-6
+
+    mom = MetaModel.fixed(dataclasses.replace(cfg, base_lr=0.05), 4, mix={"momentum": 1})
+    mom.slices()["beta_logits"][0] = _logit(0.5) - _logit(0.9)
+    a, b = _net(), _net()
+    ref = _train(a, torch.optim.SGD(a.parameters(), lr=0.05, momentum=0.5), 10)
+    assert _max_diff(ref, _train(b, L3RS(b.parameters(), mom), 10)) < 1e-13
+
+    plain = L3RSConfig()  # zero shifts: the same steps as without learned decays
+    th = torch.linspace(-0.3, 0.3, MetaModel(plain, 4).size)
+    learned = MetaModel(dataclasses.replace(plain, learn_betas=True), 4,
+                        theta=torch.cat([th, torch.zeros(len(BETA_NAMES), dtype=th.dtype)]))
+    a, b = _net(), _net()
+    ta = _train(a, L3RS(a.parameters(), MetaModel(plain, 4, theta=th)), 6)
+    assert _max_diff(ta, _train(b, L3RS(b.parameters(), learned), 6)) == 0.0
+
+
+def test_learned_betas_survive_state_dict_and_meta_file(tmp_path):
+    cfg = L3RSConfig(learn_betas=True)
+    meta = MetaModel(cfg, 4, theta=torch.linspace(-0.5, 0.5, MetaModel(cfg, 4).size))
+    a = _net()
+    opt_a = L3RS(a.parameters(), meta)
+    _train(a, opt_a, 4)
+    b = copy.deepcopy(a)
+    sd = copy.deepcopy(opt_a.state_dict())  # the live state holds views of opt_a's buffers
+    assert sd["l3rs"]["config"]["betas"] == cfg.betas  # the base config: shifts applied once
+    opt_b = L3RS(b.parameters(), MetaModel(cfg, 4))
+    opt_b.load_state_dict(sd)
+    assert opt_b.config == opt_a.config != cfg
+    assert _max_diff(_train(a, opt_a, 4), _train(b, opt_b, 4)) == 0.0
+    meta.save(tmp_path / "m.safetensors")
+    back = MetaModel.load(tmp_path / "m.safetensors")
+    assert back.effective_config() == meta.effective_config()
+    assert MetaModel(L3RSConfig(), 4).size + len(BETA_NAMES) == meta.size
+    scaled = MetaModel(dataclasses.replace(cfg, beta_scale=4.0), 4, theta=meta.theta / 4.0)
+    assert scaled.effective_config().betas == pytest.approx(meta.effective_config().betas)
+    assert scaled.effective_config().betas != meta.with_theta(meta.theta / 4).effective_config().betas

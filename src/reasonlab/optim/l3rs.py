@@ -20,6 +20,9 @@ small learned *linear* function (:class:`MetaModel`) of
 * a layer embedding: each layer has its own row of coefficients on ``φ(t)``.
 
 Base optimizer states are kept exactly as in their own algorithms; the learned part only mixes.
+With ``learn_betas`` the base directions' decays (heavy-ball β, Adam's β₁/β₂, Lion's β₁/β₂, the RMS
+β) are meta-parameters too, one of each for the whole run: β = sigmoid(logit(β_config) + s·z), s =
+``beta_scale``.
 With ``normalize="none"``, a one-hot mix on ``adam`` and ``base_lr = lr`` the optimizer performs
 exactly ``torch.optim.Adam``'s update (tested).
 
@@ -69,6 +72,8 @@ class L3RSConfig:
     mix_mode: str = "layerwise"
     layer_rows: str = "tensor"  # "kind": tensors of one kind (name minus layer index) share a row
     shared_row: bool = False  # a row common to all layers, added to each layer's own row
+    learn_betas: bool = False  # the directions' decays are meta-parameters (``beta_logits``)
+    beta_scale: float = 1.0  # logit shift = beta_scale · z (ES moves the decays this much faster)
     ema_decays: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.99])
     momentum: float = 0.9  # heavy-ball β
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam
@@ -101,6 +106,7 @@ class L3RSConfig:
                 check_range(name, v, 0.0, 1.0)
         check_range("momentum", self.momentum, 0.0, 1.0)
         check_range("rms_beta", self.rms_beta, 0.0, 1.0)
+        check_range("beta_scale", self.beta_scale, 0.0, None, lo_open=True)
 
     @property
     def n_time(self) -> int:
@@ -129,6 +135,21 @@ def _time_basis_np(cfg: L3RSConfig, t: int, horizon: int | None = None) -> np.nd
         s = t / float(horizon or cfg.horizon)
         feats += [s, s * s]
     return np.array(feats, dtype=np.float64)
+
+
+BETA_NAMES = ("momentum", "adam_beta1", "adam_beta2", "lion_beta1", "lion_beta2", "rms_beta")
+
+
+def _betas_of(c: L3RSConfig) -> list[float]:
+    return [c.momentum, *c.betas, *c.lion_betas, c.rms_beta]
+
+
+def _shift_logit(beta: float, dz: float) -> float:
+    """sigmoid(logit(β) + dz); 0 and 1 stay where they are, and so does β for dz = 0."""
+    if dz == 0.0 or beta <= 0.0 or beta >= 1.0:
+        return beta
+    x = math.log(beta / (1.0 - beta)) + dz
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def tensor_kind(name: str) -> str:
@@ -192,6 +213,8 @@ class MetaModel:
     * ``step_shared`` [K] and ``mix_shared`` [P, K] (``shared_row``): added to every layer's row.
       The same function class, reparameterized: evolution strategies with a per-coordinate Adam
       step moves what all layers share at the speed of one coordinate instead of L
+    * ``beta_logits`` [6] (``learn_betas``): shifts of the logits of the decays named in
+      :data:`BETA_NAMES`; :meth:`effective_config` applies them
 
     All zeros means λ = base_lr everywhere and a uniform mix.
     """
@@ -231,7 +254,20 @@ class MetaModel:
                 out["step_shared"] = (K,)
             if "mix_table" in out:
                 out["mix_shared"] = (P, K)
+        if c.learn_betas:
+            out["beta_logits"] = (len(BETA_NAMES),)
         return out
+
+    def effective_config(self) -> L3RSConfig:
+        """The config with the learned decays (``learn_betas``): each β of :data:`BETA_NAMES`
+        becomes sigmoid(logit(β) + z); the config itself when the decays are not learned."""
+        c = self.config
+        if not c.learn_betas:
+            return c
+        z = self.slices()["beta_logits"].tolist()
+        b = [_shift_logit(v, c.beta_scale * dz) for v, dz in zip(_betas_of(c), z)]
+        return dataclasses.replace(c, momentum=b[0], betas=[b[1], b[2]], lion_betas=[b[3], b[4]],
+                                   rms_beta=b[5])
 
     @property
     def learns_mix(self) -> bool:
@@ -388,7 +424,7 @@ class L3RS(torch.optim.Optimizer):
     def __init__(self, params: Iterable[Any], meta: MetaModel, horizon: int | None = None):
         super().__init__(params, {})
         self.meta = meta
-        self.config = meta.config
+        self.config = meta.effective_config()  # the decays learned with ``learn_betas``
         self.horizon = horizon or meta.config.horizon
         all_params = [p for g in self.param_groups for p in g["params"]]
         if len({(p.device, p.dtype) for p in all_params}) > 1:
@@ -417,7 +453,7 @@ class L3RS(torch.optim.Optimizer):
         sd["l3rs"] = {"global": {"step": g["step"], "loss0": g["loss0"],
                                  "loss_ema": None if g["loss_ema"] is None else list(g["loss_ema"])},
                       "theta": self.meta.theta.clone(), "n_layers": self.meta.n_layers,
-                      "config": dataclasses.asdict(self.config), "horizon": self.horizon}
+                      "config": dataclasses.asdict(self.meta.config), "horizon": self.horizon}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -428,7 +464,7 @@ class L3RS(torch.optim.Optimizer):
         if extra is not None:
             self.meta = MetaModel(L3RSConfig(**extra["config"]), extra["n_layers"],
                                   extra["theta"].clone())
-            self.config = self.meta.config
+            self.config = self.meta.effective_config()
             self.horizon = extra["horizon"]
             g = extra["global"]
             self._global = {"step": int(g["step"]), "loss0": g["loss0"],
