@@ -220,6 +220,8 @@ def _lm_meta_cfg(args, learner: str = "l3rs") -> MetaTrainConfig:
     if learner == "l3rs":  # λ at zero meta-parameters, and the ES step, for a pretrained LM
         sets += [f"l3rs.base_lr={args.lm_base_lr}", f"es.lr={args.lm_es_lr}",
                  f"l3rs.step_scale={args.lm_step_scale}", f"l3rs.layer_rows={args.lm_layer_rows}",
+                 *(["l3rs.learn_betas=true", f"l3rs.beta_scale={args.lm_beta_scale}"]
+                   if getattr(args, "lm_beta_scale", 0) else []),
                  *args.meta_set]  # + a variant's
     cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", sets)
     cfg.env = _lm_env(model=args.lm_model)
@@ -234,6 +236,17 @@ def _model_build(name: str) -> dict:
     man = manifest(name) or {}
     return {"weights_sha256": man.get("files", {}).get("model.safetensors", {}).get("sha256"),
             "built_at": man.get("built_at"), "cpu": _cpu_model()}
+
+
+def _learned_betas(meta_dir: Path) -> dict | None:
+    """The base directions' decays a meta-training learned (``learn_betas``), else None."""
+    meta = load_meta_run(meta_dir)
+    c = meta.effective_config()
+    if not c.learn_betas:
+        return None
+    return {"beta_scale": c.beta_scale, "momentum": round(c.momentum, 4),
+            "adam_betas": [round(b, 4) for b in c.betas],
+            "lion_betas": [round(b, 4) for b in c.lion_betas], "rms_beta": round(c.rms_beta, 4)}
 
 
 def stage_lm(args, out: Path, results_path: Path) -> None:
@@ -258,6 +271,8 @@ def stage_lm(args, out: Path, results_path: Path) -> None:
                               "es_pairs": cfg.es.pairs, "tune_budget": cmp["tune_budget"],
                               "base_lr": cfg.l3rs.base_lr, "step_scale": cfg.l3rs.step_scale,
                               "layer_rows": cfg.l3rs.layer_rows, "es_lr": cfg.es.lr,
+                              "learn_betas": cfg.l3rs.learn_betas,
+                              "learned_betas": _learned_betas(out / "meta_l3rs_lm"),
                               "model_build": _model_build(args.lm_model),
                               "table": {st: cmp["settings"][st]["optimizers"] for st in settings}})
     print_table([(st, f"{100 * v['train_loss_reduction_vs_best_baseline']:+.1f}%",
@@ -339,10 +354,10 @@ def main() -> None:
     ap.add_argument("--es-horizons", type=int, nargs="+", default=None,
                     help="val_objective: meta-train over these unroll lengths (es.horizons; "
                          "the settings and the baselines' tuning keep the 100-step horizon)")
-    ap.add_argument("--lm-es-steps", type=int, default=60,
+    ap.add_argument("--lm-es-steps", type=int, default=120,
                     help="LM: ES steps (x 2 x pairs = the inner runs each baseline is tuned with; "
-                         "60 x 4 pairs: 480, ~60 minutes on two workers)")
-    ap.add_argument("--lm-pairs", type=int, default=4)
+                         "120 x 2 pairs: 480, ~60 minutes on two workers)")
+    ap.add_argument("--lm-pairs", type=int, default=2)
     ap.add_argument("--lm-horizon", type=int, default=40)
     ap.add_argument("--lm-model", default=LM_MODEL, help="the LM setting's model-cache recipe")
     ap.add_argument("--lm-base-lr", type=float, default=0.01,
@@ -353,6 +368,9 @@ def main() -> None:
     ap.add_argument("--lm-es-lr", type=float, default=0.05, help="ES Adam step on the LM")
     ap.add_argument("--lm-layer-rows", default="kind", choices=["tensor", "kind"],
                     help="L3RS meta rows on the LM: one per tensor, or one per tensor kind")
+    ap.add_argument("--lm-beta-scale", type=float, default=5.0,
+                    help="L3RS on the LM: learn the base directions' decays (l3rs.learn_betas) "
+                         "with this logit scale; 0: the decays stay fixed")
     ap.add_argument("--no-lm", action="store_true", help="step_time: digits only")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
