@@ -221,7 +221,7 @@ def _lm_meta_cfg(args, learner: str = "l3rs") -> MetaTrainConfig:
         sets += [f"l3rs.base_lr={args.lm_base_lr}", f"es.lr={args.lm_es_lr}",
                  f"l3rs.step_scale={args.lm_step_scale}", f"l3rs.layer_rows={args.lm_layer_rows}",
                  *(["l3rs.learn_betas=true", f"l3rs.beta_scale={args.lm_beta_scale}"]
-                   if getattr(args, "lm_beta_scale", 0) else []),
+                   if args.lm_beta_scale else []),
                  *args.meta_set]  # + a variant's
     cfg = _meta_cfg(ROOT / "configs" / "optimizer_full.yaml", sets)
     cfg.env = _lm_env(model=args.lm_model)

@@ -260,7 +260,7 @@ class MetaModel:
 
     def effective_config(self) -> L3RSConfig:
         """The config with the learned decays (``learn_betas``): each β of :data:`BETA_NAMES`
-        becomes sigmoid(logit(β) + z); the config itself when the decays are not learned."""
+        becomes sigmoid(logit(β) + beta_scale·z); the config itself when they are not learned."""
         c = self.config
         if not c.learn_betas:
             return c
